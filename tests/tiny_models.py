@@ -3,6 +3,7 @@ safetensors with a byte-level BPE tokenizer trained here on a few Turkish senten
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -21,9 +22,9 @@ CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }
           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
 
-def tokenizer(extra_tokens: tuple[str, ...] = (), vocab_size: int = 320) -> PreTrainedTokenizerFast:
+def tokenizer(extra_tokens: tuple[str, ...] = (), vocab_size: int = 320, corpus=CORPUS) -> PreTrainedTokenizerFast:
     bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(CORPUS * 4, vocab_size=vocab_size, min_frequency=1,
+    bpe.train_from_iterator(list(corpus) * 4, vocab_size=vocab_size, min_frequency=1,
                             special_tokens=[EOS, "<|im_start|>", "<|im_end|>"])
     tok = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, eos_token=EOS, bos_token=EOS, unk_token=EOS)
     if extra_tokens:
@@ -48,8 +49,7 @@ def model(arch: str, vocab: int, seed: int = 0, **overrides):
 
 def finetune_of(base, seed: int, scale: float = 0.02):
     """A copy of the base with a small random update on every parameter, like a short fine-tune."""
-    tuned = type(base)(base.config).eval()
-    tuned.load_state_dict(base.state_dict())
+    tuned = copy.deepcopy(base)  # its own config too: resizing one fine-tune must not resize the base
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in tuned.parameters():

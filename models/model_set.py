@@ -1,0 +1,114 @@
+"""A model set: the base, Model 1 and Model 2 loaded once, checked, and held with the merged variants in one
+weight bank (see models/bank.py and shared/DESIGN.md)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from models import compat, sources
+from models.bank import WeightBank
+from models.presets import Preset
+
+log = logging.getLogger(__name__)
+
+PARENTS = ("base", "model1", "model2")
+MERGED = ("soup", "slerp", "ties", "extra")
+
+
+@dataclass
+class ModelSet:
+    preset: Preset
+    tokenizer: object
+    bank: WeightBank
+    device: str
+    dtype: torch.dtype
+    architecture: str
+    num_layers: int
+    max_context: int
+    parameters: int
+    load_seconds: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def sources(self) -> dict[str, str]:
+        return {"base": self.preset.base, "model1": self.preset.model1, "model2": self.preset.model2}
+
+    def summary(self) -> str:
+        p = self.preset
+        lines = [
+            f"model set  {p.name}  ({p.source_file})",
+            f"  base     {p.base}",
+            f"  model1   {p.model1}",
+            f"  model2   {p.model2}",
+            f"architecture  {self.architecture}, {self.num_layers} layers, {self.parameters / 1e6:.1f}M parameters",
+            f"dtype/device  {str(self.dtype).removeprefix('torch.')} on {self.device}",
+            f"weight bank   {len(self.bank.variants)} variants ({', '.join(self.bank.variants)}): "
+            f"{self.bank.nbytes / 2**30:.2f} GiB",
+            f"tokenizer     {len(self.tokenizer)} tokens, context {self.max_context}, prompt format {p.prompt_format}",
+            f"loaded in     {self.load_seconds:.1f} s",
+        ]
+        lines += [f"note          {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def load(preset: Preset, merged: tuple[str, ...] = MERGED) -> ModelSet:
+    """Load, check and bank a model set; raises SourceError or CompatibilityError with what to fix."""
+    started = time.time()
+    device = sources.resolve_device(preset.device)
+    options = sources.LoadOptions(
+        device=device, dtype=sources.resolve_dtype(preset.dtype, device), allow_pickle=preset.allow_pickle,
+        trust_remote_code=preset.trust_remote_code, device_map=preset.device_map,
+    )
+    roles = {"base": preset.base, "model1": preset.model1, "model2": preset.model2}
+    if preset.base.startswith(sources.LORA):
+        raise sources.SourceError(f"base {preset.base!r}: the base must be a full checkpoint, not an adapter")
+
+    template = sources.load_model(preset.base, options)
+    tokenizers = {"base": sources.load_tokenizer(preset.base, options)}
+    configs = {"base": template.config}
+    weights = {"base": {n: p.detach() for n, p in template.named_parameters()}}
+    for role in ("model1", "model2"):
+        if roles[role].startswith(sources.LORA):
+            model = sources.fold_adapter(template, roles[role])
+            tokenizers[role] = tokenizers["base"]
+        else:
+            model = sources.load_model(roles[role], options)
+            tokenizers[role] = sources.load_tokenizer(roles[role], options)
+        configs[role] = model.config
+        compat.check_architecture(configs, roles)  # fail before loading the next checkpoint
+        weights[role] = {n: p.detach() for n, p in model.named_parameters()}
+        del model
+    plan = compat.plan_vocabulary(tokenizers, roles)
+    vocab_names = compat.vocab_parameter_names(template)
+    compat.check_tensors({r: {n: t.shape for n, t in w.items()} for r, w in weights.items()}, vocab_names, roles)
+    notes = list(plan.notes)
+    for name in vocab_names:
+        per_role = {r: weights[r][name] for r in PARENTS}
+        compat.fill_vocab_rows(per_role, name, plan.size)
+        for r in PARENTS:
+            weights[r][name] = per_role[r]
+    if template.get_input_embeddings().weight.shape[0] != plan.size:
+        template.resize_token_embeddings(plan.size)
+        notes.append(f"base embeddings grown to the union vocabulary of {plan.size} tokens")
+    for message in notes:
+        log.info(message)
+
+    bank = WeightBank.build(template, {r: weights.pop(r) for r in PARENTS}, list(merged))
+    config = template.config
+    return ModelSet(
+        preset=preset,
+        tokenizer=tokenizers[plan.tokenizer_from],
+        bank=bank,
+        device=device,
+        dtype=options.dtype,
+        architecture=compat._arch(config),
+        num_layers=config.num_hidden_layers,
+        max_context=getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 1024),
+        parameters=sum(t[0].numel() for t in bank.tensors.values()),
+        load_seconds=time.time() - started,
+        notes=notes,
+    )
