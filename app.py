@@ -1,0 +1,321 @@
+"""harman: compare a base model's two fine-tunes and their merges, side by side.
+
+    python app.py                       # the offline default (SmolLM2-135M + two Turkish LoRA fine-tunes)
+    python app.py --preset turkish-gpt2-large --model1 ORG/QA --model2 ORG/INSTRUCT
+    python app.py --check               # load and check the model set, print a summary, no UI
+
+This file is wiring only: the page in layout order, small handlers, events at the end. The work lives in
+models/ (loading, the weight bank, generation, the comparison pipeline), merging/ and prompts/.
+"""
+
+import argparse
+import logging
+import os
+import sys
+import threading
+
+log = logging.getLogger("harman")
+
+COLUMNS = ("model1", "model2", "soup", "slerp", "ties", "extra")
+METHOD_NAMES = {"soup": "Soup", "slerp": "SLERP", "ties": "TIES"}
+
+# Page text, Turkish first. gr.I18n picks the browser's language and falls back to English.
+TEXT = {
+    "tr": {
+        "intro": "Bir temel modelin iki ince ayarını ve birleşimlerini yan yana karşılaştırın. Bir soru yazın, "
+                 "Enter'a basın; kaydırıcıyı bıraktığınızda yalnızca o birleşim yeniden yapılır.",
+        "question": "Soru", "question_ph": "Türkçe bir soru yazın ve Enter'a basın",
+        "generate": "Üret", "stop": "Durdur", "examples": "Örnek sorular",
+        "merge": "Birleştirme ayarları", "soup_w1": "Soup ağırlığı w1 (Model 1)", "soup_w2": "Soup ağırlığı w2 (Model 2)",
+        "slerp_t": "SLERP t (0 = Model 1, 1 = Model 2)", "ties_density": "TIES yoğunluğu",
+        "advanced": "Gelişmiş", "ties_w1": "TIES ağırlığı (Model 1)", "ties_w2": "TIES ağırlığı (Model 2)",
+        "ties_d1": "TIES yoğunluğu (Model 1)", "ties_d2": "TIES yoğunluğu (Model 2)", "lambda": "lambda",
+        "attn_schedule": "SLERP dikkat (attn) katman planı, ör. [0, 0.5, 0.3, 0.7, 1]",
+        "mlp_schedule": "SLERP MLP katman planı, ör. [1, 0.5, 0.7, 0.3, 0]",
+        "extra_method": "Ek birleşim sütunu (yöntem)", "extra_density": "Ek birleşim yoğunluğu",
+        "generation": "Üretim ayarları", "max_new_tokens": "En fazla yeni token", "temperature": "Sıcaklık",
+        "top_p": "top-p", "repetition_penalty": "Tekrar cezası", "greedy": "Açgözlü (greedy) çözümleme",
+        "seed": "Tohum (seed)", "copy_link": "Bağlantıyı kopyala", "link": "Paylaşılabilir bağlantı",
+        "answer": "Cevap",
+    },
+    "en": {
+        "intro": "Compare a base model's two fine-tunes and their merges side by side. Type a question and press "
+                 "Enter; releasing a slider redoes only the merge it governs.",
+        "question": "Question", "question_ph": "Type a question (in Turkish) and press Enter",
+        "generate": "Generate", "stop": "Stop", "examples": "Example questions",
+        "merge": "Merge settings", "soup_w1": "Soup weight w1 (Model 1)", "soup_w2": "Soup weight w2 (Model 2)",
+        "slerp_t": "SLERP t (0 = Model 1, 1 = Model 2)", "ties_density": "TIES density",
+        "advanced": "Advanced", "ties_w1": "TIES weight (Model 1)", "ties_w2": "TIES weight (Model 2)",
+        "ties_d1": "TIES density (Model 1)", "ties_d2": "TIES density (Model 2)", "lambda": "lambda",
+        "attn_schedule": "SLERP attention layer schedule, e.g. [0, 0.5, 0.3, 0.7, 1]",
+        "mlp_schedule": "SLERP MLP layer schedule, e.g. [1, 0.5, 0.7, 0.3, 0]",
+        "extra_method": "Extra merged column (method)", "extra_density": "Extra merge density",
+        "generation": "Generation settings", "max_new_tokens": "Max new tokens", "temperature": "Temperature",
+        "top_p": "top-p", "repetition_penalty": "Repetition penalty", "greedy": "Greedy decoding",
+        "seed": "Seed", "copy_link": "Copy link", "link": "Shareable link", "answer": "Answer",
+    },
+}
+
+# The URL query keys of a shared link, in the order of the compare endpoint's inputs.
+LINK_KEYS = ("q", "w1", "w2", "t", "density", "tw1", "tw2", "td1", "td2", "lambda", "attn", "mlp", "extra",
+             "extra_density", "max_new_tokens", "temperature", "top_p", "repetition_penalty", "greedy", "seed")
+
+COPY_LINK_JS = """(...values) => {
+  const keys = %s;
+  const params = new URLSearchParams();
+  keys.forEach((k, i) => params.set(k, String(values[i] ?? "")));
+  const url = window.location.origin + window.location.pathname + "?" + params.toString();
+  if (navigator.clipboard) { navigator.clipboard.writeText(url).catch(() => {}); }
+  return url;
+}"""
+
+
+def column_title(name: str, model_set, controls) -> str:
+    """The column's name and the merge parameters it currently shows."""
+    p = model_set.preset
+    if name == "model1":
+        return f"**{p.model1_label}**"
+    if name == "model2":
+        return f"**{p.model2_label}**"
+    if name == "soup":
+        total = (controls.soup_w1 + controls.soup_w2) or 1.0
+        return f"**Soup** · w = {controls.soup_w1 / total:.2f} / {controls.soup_w2 / total:.2f}"
+    if name == "slerp":
+        schedule = " · katman planı" if (controls.slerp_attn_schedule or controls.slerp_mlp_schedule) else ""
+        return f"**SLERP** · t = {controls.slerp_t:.2f}{schedule}"
+    if name == "ties":
+        d1 = controls.ties_density if controls.ties_density1 is None else controls.ties_density1
+        d2 = controls.ties_density if controls.ties_density2 is None else controls.ties_density2
+        return (f"**TIES** · yoğunluk {d1:.2f} / {d2:.2f} · w {controls.ties_w1:.2f} / {controls.ties_w2:.2f}"
+                f" · λ {controls.ties_lambda:.2f}")
+    return f"**{controls.extra_method or 'ek birleşim'}** · yoğunluk {controls.extra_density:.2f}"
+
+
+def column_footer(column) -> str:
+    if column is None:
+        return ""
+    parts = [f"{column.n_tokens} token", f"{column.tokens_per_second:.1f} token/s"]
+    if column.reused:
+        parts.append("önbellekten (değişmedi)")
+    elif column.merge_ms is not None:
+        parts.append(f"birleştirme {column.merge_ms:.0f} ms" if column.merge_ms else "birleştirme yok (aynı ayar)")
+    if column.done and column.finish_reason == "stopped":
+        parts.append("durduruldu")
+    return " · ".join(parts)
+
+
+def build_page(comparison, examples: list[str]):
+    import gradio as gr
+
+    from models.requests import EXTRA_METHODS, Controls, RequestError, generation_settings, merge_specs
+    from models.comparison import Request
+    from prompts.formats import PromptError
+
+    model_set = comparison.model_set
+    gen = model_set.preset.generation
+    i18n = gr.I18n(**TEXT)
+
+    with gr.Blocks(title="harman") as page:
+        gr.Markdown(f"# harman\n{model_set.preset.title or model_set.preset.name}")
+        gr.Markdown(i18n("intro"))
+        with gr.Row():
+            question = gr.Textbox(label=i18n("question"), placeholder=i18n("question_ph"), scale=6,
+                                  elem_id="question", autofocus=True)
+            generate_btn = gr.Button(i18n("generate"), variant="primary", scale=1, elem_id="generate")
+            stop_btn = gr.Button(i18n("stop"), variant="stop", scale=1, elem_id="stop")
+        gr.Examples(examples, inputs=question, label=i18n("examples"), examples_per_page=25)
+
+        with gr.Accordion(i18n("merge"), open=True):
+            with gr.Row():
+                soup_w1 = gr.Slider(0, 1, 0.5, step=0.05, label=i18n("soup_w1"), elem_id="soup_w1")
+                soup_w2 = gr.Slider(0, 1, 0.5, step=0.05, label=i18n("soup_w2"), elem_id="soup_w2")
+                slerp_t = gr.Slider(0, 1, 0.5, step=0.05, label=i18n("slerp_t"), elem_id="slerp_t")
+                ties_density = gr.Slider(0.05, 1, 0.5, step=0.05, label=i18n("ties_density"), elem_id="ties_density")
+            with gr.Accordion(i18n("advanced"), open=False):
+                with gr.Row():
+                    ties_w1 = gr.Slider(0, 2, 1.0, step=0.05, label=i18n("ties_w1"))
+                    ties_w2 = gr.Slider(0, 2, 1.0, step=0.05, label=i18n("ties_w2"))
+                    ties_d1 = gr.Slider(0.05, 1, 0.5, step=0.05, label=i18n("ties_d1"))
+                    ties_d2 = gr.Slider(0.05, 1, 0.5, step=0.05, label=i18n("ties_d2"))
+                    ties_lambda = gr.Slider(0, 2, 1.0, step=0.05, label=i18n("lambda"))
+                with gr.Row():
+                    attn_schedule = gr.Textbox(label=i18n("attn_schedule"))
+                    mlp_schedule = gr.Textbox(label=i18n("mlp_schedule"))
+                with gr.Row():
+                    extra_method = gr.Dropdown([("—", "")] + [(m, m) for m in EXTRA_METHODS], value="",
+                                               label=i18n("extra_method"))
+                    extra_density = gr.Slider(0.05, 1, 0.5, step=0.05, label=i18n("extra_density"))
+
+        with gr.Accordion(i18n("generation"), open=False):
+            with gr.Row():
+                max_new_tokens = gr.Slider(1, gen.max_new_tokens_cap, gen.max_new_tokens, step=1,
+                                           label=i18n("max_new_tokens"))
+                temperature = gr.Slider(0.05, 2, gen.temperature, step=0.05, label=i18n("temperature"))
+                top_p = gr.Slider(0.05, 1, gen.top_p, step=0.05, label=i18n("top_p"))
+                repetition_penalty = gr.Slider(1, 2, gen.repetition_penalty, step=0.05,
+                                               label=i18n("repetition_penalty"))
+                greedy = gr.Checkbox(gen.greedy, label=i18n("greedy"))
+                seed = gr.Number(gen.seed, precision=0, label=i18n("seed"))
+
+        notes = gr.Markdown(elem_id="notes")
+        titles, answers, footers = [], [], []
+        with gr.Row(equal_height=True):
+            for name in COLUMNS:
+                with gr.Column(min_width=180, visible=name != "extra", elem_id=f"col-{name}") as col:
+                    titles.append(gr.Markdown(elem_id=f"title-{name}"))
+                    answers.append(gr.Textbox(label=i18n("answer"), lines=10, max_lines=24, interactive=False,
+                                              buttons=["copy"], elem_id=f"answer-{name}"))
+                    footers.append(gr.Markdown(elem_id=f"footer-{name}"))
+                if name == "extra":
+                    extra_column = col
+        with gr.Row():
+            copy_btn = gr.Button(i18n("copy_link"), size="sm", elem_id="copy_link")
+            link = gr.Textbox(label=i18n("link"), buttons=["copy"], elem_id="link")
+
+        controls = [question, soup_w1, soup_w2, slerp_t, ties_density, ties_w1, ties_w2, ties_d1, ties_d2, ties_lambda,
+                    attn_schedule, mlp_schedule, extra_method, extra_density, max_new_tokens, temperature, top_p,
+                    repetition_penalty, greedy, seed]
+        outputs = [notes, *titles, *answers, *footers]
+
+        def compare(question, soup_w1, soup_w2, slerp_t, ties_density, ties_w1, ties_w2, ties_density1,
+                    ties_density2, ties_lambda, slerp_attn_schedule, slerp_mlp_schedule, extra_method, extra_density,
+                    max_new_tokens, temperature, top_p, repetition_penalty, greedy, seed):
+            """Answer the question with Model 1, Model 2 and every merge; stream all columns together."""
+            c = Controls(question=question or "", soup_w1=soup_w1, soup_w2=soup_w2, slerp_t=slerp_t,
+                         ties_density=ties_density, ties_w1=ties_w1, ties_w2=ties_w2, ties_density1=ties_density1,
+                         ties_density2=ties_density2, ties_lambda=ties_lambda, slerp_attn_schedule=slerp_attn_schedule
+                         or "", slerp_mlp_schedule=slerp_mlp_schedule or "", extra_method=extra_method or "",
+                         extra_density=extra_density, max_new_tokens=max_new_tokens, temperature=temperature,
+                         top_p=top_p, repetition_penalty=repetition_penalty, greedy=greedy, seed=seed)
+            try:
+                specs = merge_specs(c)
+                settings = generation_settings(c, gen)
+                columns = tuple(n for n in COLUMNS if n != "extra" or c.extra_method)
+                snapshots = comparison.run(Request(c.question, columns, specs, settings))
+                first = next(snapshots)
+            except (RequestError, PromptError, ValueError) as err:
+                raise gr.Error(str(err), title="harman") from None
+            heading = [column_title(n, model_set, c) for n in COLUMNS]
+            for snap in _chain(first, snapshots):
+                note = (f"⚠️ Soru bağlama sığmadı: baştan {snap.dropped_tokens} token kesildi."
+                        if snap.dropped_tokens else "")
+                cols = [snap.columns.get(n) for n in COLUMNS]
+                yield [note, *heading, *[col.text if col else "" for col in cols],
+                       *[column_footer(col) for col in cols]]
+
+        def show_extra(method):
+            return gr.Column(visible=bool(method))
+
+        def restore(request: gr.Request):
+            """Fill the controls from a shared link's query; keep the page's defaults for missing keys."""
+            query = dict(request.query_params) if request else {}
+            defaults = [None, 0.5, 0.5, 0.5, 0.5, 1.0, 1.0, 0.5, 0.5, 1.0, "", "", "", 0.5, gen.max_new_tokens,
+                        gen.temperature, gen.top_p, gen.repetition_penalty, gen.greedy, gen.seed]
+            values = []
+            for key, default, component in zip(LINK_KEYS, defaults, controls):
+                if key not in query:
+                    values.append(gr.skip())
+                elif isinstance(component, gr.Checkbox):
+                    values.append(query[key].lower() in ("true", "1", "yes"))
+                elif isinstance(component, (gr.Slider, gr.Number)):
+                    try:
+                        values.append(float(query[key]))
+                    except ValueError:
+                        values.append(default)
+                else:
+                    values.append(query[key])
+            return values
+
+        def compare_if_shared(*values):
+            if values[0] and str(values[0]).strip():
+                yield from compare(*values)
+
+        run = dict(fn=compare, inputs=controls, outputs=outputs, show_progress="hidden")
+        generate_event = generate_btn.click(**run, api_name="compare")
+        submit_event = question.submit(**run, api_visibility="private")
+        release_events = [s.release(**run, trigger_mode="always_last", api_visibility="private")
+                          for s in (soup_w1, soup_w2, slerp_t, ties_density)]
+        ties_density.change(lambda d: (d, d), ties_density, [ties_d1, ties_d2], api_visibility="private",
+                            queue=False, show_progress="hidden")
+        extra_method.change(show_extra, extra_method, extra_column, api_visibility="private", queue=False)
+        stop_btn.click(None, cancels=[generate_event, submit_event, *release_events], api_visibility="private")
+        copy_btn.click(None, inputs=controls, outputs=link, js=COPY_LINK_JS % list(LINK_KEYS),
+                       api_visibility="private")
+        page.load(restore, None, controls, api_visibility="private", queue=False).then(
+            compare_if_shared, controls, outputs, api_visibility="private", show_progress="hidden")
+    return page, i18n
+
+
+def _chain(first, rest):
+    yield first
+    yield from rest
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description="harman: compare two fine-tunes and their merges side by side")
+    p.add_argument("--preset", default=os.environ.get("HARMAN_PRESET", "default"),
+                   help="a preset name from models/presets/ or a YAML path (env HARMAN_PRESET)")
+    p.add_argument("--base", help="base checkpoint: a local folder or a Hub id (env HARMAN_BASE)")
+    p.add_argument("--model1", help="first fine-tune (env HARMAN_MODEL1)")
+    p.add_argument("--model2", help="second fine-tune (env HARMAN_MODEL2)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 … (default: CUDA when present)")
+    p.add_argument("--dtype", help="float32, bfloat16 or float16 (default: bf16/fp16 on CUDA, fp32 on CPU)")
+    p.add_argument("--allow-pickle", action="store_true", default=None,
+                   help="also load pickled .bin weights (they can run code: only for checkpoints you trust)")
+    p.add_argument("--trust-remote-code", action="store_true", default=None)
+    p.add_argument("--check", action="store_true", help="load and check the model set, print a summary, exit")
+    p.add_argument("--share", action="store_true", help="open a public Gradio link")
+    p.add_argument("--auth", help="user:password required to open the page")
+    p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
+    p.add_argument("--no-batch", action="store_true", help="generate each column separately (no batched decoding)")
+    p.add_argument("--queue-size", type=int, default=int(os.environ.get("HARMAN_QUEUE_SIZE", "32")))
+    p.add_argument("--concurrency", type=int, default=int(os.environ.get("HARMAN_CONCURRENCY", "2")),
+                   help="requests served at the same time")
+    return p.parse_args(argv)
+
+
+def load_model_set(args):
+    from models import model_set, presets
+
+    overrides = {"base": args.base, "model1": args.model1, "model2": args.model2, "device": args.device,
+                 "dtype": args.dtype, "allow_pickle": args.allow_pickle, "trust_remote_code": args.trust_remote_code}
+    preset = presets.load(args.preset, overrides=overrides)
+    return model_set.load(preset)
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    from models.compat import CompatibilityError
+    from models.presets import PresetError
+    from models.sources import SourceError
+
+    try:
+        models = load_model_set(args)
+    except (PresetError, SourceError, CompatibilityError) as err:
+        print(f"harman: {err}", file=sys.stderr)
+        return 2
+    print(models.summary())
+    if args.check:
+        return 0
+
+    from models.comparison import Comparison
+    from prompts import examples
+
+    page, i18n = build_page(Comparison(models, batched=not args.no_batch), examples.questions())
+    page.queue(max_size=args.queue_size, default_concurrency_limit=args.concurrency)
+    auth = tuple(args.auth.split(":", 1)) if args.auth else None
+    launch = dict(server_name=args.host, server_port=args.port, auth=auth, i18n=i18n, show_error=True)
+    if args.share:
+        try:
+            page.launch(share=True, **launch)
+            return 0
+        except Exception as err:  # no network: keep serving locally rather than crash
+            log.warning("could not open a public share link (%s); serving locally only", err)
+    page.launch(**launch)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

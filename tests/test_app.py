@@ -1,0 +1,175 @@
+"""The page's `compare` endpoint, driven with gradio_client against the app launched in-process on tiny models."""
+
+import math
+import threading
+import time
+
+import pytest
+import torch
+from gradio_client import Client
+
+import app
+from models import model_set, presets
+from models.comparison import Comparison
+from tests import tiny_models
+
+QUESTION = "Dünyanın en soğuk yeri neresidir?"
+DEFAULTS = dict(question=QUESTION, soup_w1=0.5, soup_w2=0.5, slerp_t=0.5, ties_density=0.5, ties_w1=1.0, ties_w2=1.0,
+                ties_density1=0.5, ties_density2=0.5, ties_lambda=1.0, slerp_attn_schedule="",
+                slerp_mlp_schedule="", extra_method="", extra_density=0.5, max_new_tokens=12, temperature=0.7,
+                top_p=0.9, repetition_penalty=1.0, greedy=True, seed=0)
+ANSWERS = slice(1 + len(app.COLUMNS), 1 + 2 * len(app.COLUMNS))
+
+
+def sign_agreeing_dirs(root):
+    """Fine-tunes whose updates agree in sign everywhere, so TIES at density 1 has no conflict to resolve."""
+    tok = tiny_models.tokenizer()
+    base = tiny_models.model("gpt2", len(tok))
+    tuned1 = tiny_models.finetune_of(base, seed=1, scale=0.05)
+    tuned2 = tiny_models.finetune_of(base, seed=1, scale=0.0)
+    gen = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for p0, p1, p2 in zip(base.parameters(), tuned1.parameters(), tuned2.parameters()):
+            delta1 = p1 - p0
+            p2.copy_(p0 + delta1.sign() * torch.rand(p0.shape, generator=gen) * 0.1)
+    return {"base": tiny_models.save(base, tok, root / "base"), "model1": tiny_models.save(tuned1, tok, root / "m1"),
+            "model2": tiny_models.save(tuned2, tok, root / "m2")}
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    dirs = sign_agreeing_dirs(tmp_path_factory.mktemp("app"))
+    preset = presets._build({"name": "tiny", "base": str(dirs["base"]), "model1": str(dirs["model1"]),
+                             "model2": str(dirs["model2"]), "prompt_format": "plain_qa", "device": "cpu",
+                             "generation": {"max_new_tokens": 12, "max_new_tokens_cap": 64}}, "test")
+    comparison = Comparison(model_set.load(preset))
+    page, i18n = app.build_page(comparison, ["Türkiye'nin başkenti neresidir?"])
+    page.queue(max_size=16, default_concurrency_limit=4)
+    _, url, _ = page.launch(prevent_thread_lock=True, i18n=i18n, quiet=True, show_error=True)
+    client = Client(url, verbose=False)
+    yield client, comparison
+    client.close()
+    page.close()
+
+
+def ask(client, **changes):
+    values = {**DEFAULTS, **changes}
+    out = client.predict(*values.values(), api_name="/compare")
+    return dict(zip(app.COLUMNS, out[ANSWERS]))
+
+
+def test_every_column_streams_more_than_one_update(served):
+    client, _ = served
+    job = client.submit(*{**DEFAULTS, "question": "Işık nedir?", "max_new_tokens": 16}.values(),
+                        api_name="/compare")
+    job.result(timeout=120)
+    updates = job.outputs()
+    for i, name in enumerate(app.COLUMNS[:5]):
+        texts = [u[ANSWERS][i] for u in updates]
+        assert len(set(texts)) > 1, f"column {name} got a single update"
+        assert texts[-1], name
+
+
+def test_merges_at_their_ends_equal_the_parents(served):
+    client, _ = served
+    at0 = ask(client, slerp_t=0.0, soup_w1=1.0, soup_w2=0.0)
+    assert at0["model1"] != at0["model2"], "the tiny fine-tunes must answer differently for this test to mean much"
+    assert at0["slerp"] == at0["model1"]
+    assert at0["soup"] == at0["model1"]
+    at1 = ask(client, slerp_t=1.0, soup_w1=0.0, soup_w2=1.0)
+    assert at1["slerp"] == at1["model2"] and at1["soup"] == at1["model2"]
+
+
+def test_ties_at_full_density_with_equal_weights_is_the_task_vector_average(served):
+    client, _ = served
+    out = ask(client, ties_density=1.0, ties_density1=1.0, ties_density2=1.0, soup_w1=0.5, soup_w2=0.5)
+    assert out["ties"] == out["soup"]  # no sign conflicts: TIES = base + mean of task vectors = the 50/50 soup
+
+
+def test_unchanged_columns_are_reused_not_regenerated(served):
+    client, comparison = served
+    ask(client, slerp_t=0.3, question="Ankara nerededir?")
+    calls = []
+    original = comparison.targets["slerp"].merge
+    comparison.targets["slerp"].merge = lambda spec: calls.append(spec) or original(spec)
+    try:
+        out = client.predict(*{**DEFAULTS, "slerp_t": 0.7, "question": "Ankara nerededir?"}.values(),
+                             api_name="/compare")
+    finally:
+        comparison.targets["slerp"].merge = original
+    footers = dict(zip(app.COLUMNS, out[1 + 2 * len(app.COLUMNS):]))
+    assert len(calls) == 1
+    for name in ("model1", "model2", "soup", "ties"):
+        assert "önbellekten" in footers[name], (name, footers[name])
+    assert "önbellekten" not in footers["slerp"] and "birleştirme" in footers["slerp"]
+
+
+def test_two_clients_with_different_t_each_get_what_they_get_alone(served):
+    client, _ = served
+    alone = {t: ask(client, slerp_t=t, question="Çay nasıl demlenir?", max_new_tokens=20)["slerp"]
+             for t in (0.2, 0.8)}
+    assert alone[0.2] != alone[0.8]
+    jobs = {t: client.submit(*{**DEFAULTS, "slerp_t": t, "question": "Çay nasıl demlenir?",
+                               "max_new_tokens": 20}.values(), api_name="/compare") for t in (0.2, 0.8, 0.2, 0.8)}
+    for t, job in jobs.items():
+        assert dict(zip(app.COLUMNS, job.result(timeout=120)[ANSWERS]))["slerp"] == alone[t]
+
+
+def test_cancelled_job_stops_generation_and_releases_the_variants(served):
+    client, comparison = served
+    job = client.submit(*{**DEFAULTS, "question": "Uzun bir hikâye anlat.", "max_new_tokens": 64,
+                          "repetition_penalty": 1.0, "slerp_t": 0.45}.values(), api_name="/compare")
+    deadline = time.time() + 60
+    while not job.outputs() and time.time() < deadline:
+        time.sleep(0.05)
+    job.cancel()
+    deadline = time.time() + 5
+    while any(s.readers for s in comparison.slots.slots.values()) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not any(s.readers for s in comparison.slots.slots.values())
+    assert ask(client, question="Ankara nerededir?")["model1"]  # and the app keeps serving
+
+
+def test_stop_event_ends_every_column_within_a_second(served):
+    from models.comparison import Request
+    from models.requests import Controls, generation_settings, merge_specs
+
+    _, comparison = served
+    controls = Controls(question="Uzun bir hikâye anlat.", max_new_tokens=64, slerp_t=0.55, greedy=True)
+    stop = threading.Event()
+    request = Request(controls.question, app.COLUMNS[:5], merge_specs(controls),
+                      generation_settings(controls, presets.GenerationDefaults(max_new_tokens_cap=64)))
+    snapshots = comparison.run(request, stop)
+    next(snapshots)
+    stop.set()
+    started = time.perf_counter()
+    last = None
+    for last in snapshots:
+        pass
+    assert time.perf_counter() - started < 1.0
+    assert all(c.done for c in last.columns.values())
+    assert {c.finish_reason for c in last.columns.values()} <= {"stopped", "eos", "length"}
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"question": "   "}, "empty"),
+    ({"soup_w1": 0.0, "soup_w2": 0.0}, "both 0"),
+    # Gradio checks a slider's range before the handler runs; harman checks again (see test_requests.py).
+    ({"slerp_t": 1.5}, "1.5 is greater than maximum value 1"),
+    ({"slerp_t": "nan"}, "Expected a `float`"),
+    ({"max_new_tokens": 10_000}, "10000 is greater than maximum value 64"),
+    ({"slerp_attn_schedule": "[0, oops]"}, "SLERP attention schedule"),
+    ({"extra_method": "frankenmerge"}, "frankenmerge"),
+])
+def test_bad_input_gets_a_message_and_the_app_keeps_serving(served, changes, message):
+    client, _ = served
+    with pytest.raises(Exception, match=message):
+        ask(client, **changes)
+    assert ask(client, question="Ankara nerededir?")["model2"]
+
+
+def test_extra_column_runs_the_chosen_method(served):
+    client, _ = served
+    out = ask(client, extra_method="task_arithmetic", ties_w1=1.0, ties_w2=0.0)
+    # task arithmetic with weights (1, 0) and lambda 1 is Model 1 itself
+    assert out["extra"] == out["model1"]

@@ -1,0 +1,59 @@
+"""Server-side validation of control values: the API is public, so nothing trusts the browser's limits."""
+
+import math
+
+import pytest
+
+from models.presets import GenerationDefaults
+from models.requests import Controls, RequestError, generation_settings, merge_specs, parse_schedule
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"soup_w1": 0.0, "soup_w2": 0.0}, "soup weights: w1 and w2 are both 0"),
+    ({"slerp_t": 1.5}, r"SLERP t: 1.5 is outside the allowed range \[0, 1\]"),
+    ({"slerp_t": math.inf}, "SLERP t: inf is not a finite number"),
+    ({"soup_w2": "abc"}, "soup w2: expected a number, got 'abc'"),
+    ({"ties_density": 0.0}, r"TIES density: 0 is outside the allowed range \(0, 1\]"),
+    ({"ties_density2": 1.2}, r"TIES density \(Model 2\): 1.2 is outside"),
+    ({"ties_w1": 0.0, "ties_w2": 0.0}, "TIES weights: both are 0"),
+    ({"ties_lambda": math.nan}, "lambda: nan is not a finite number"),
+    ({"slerp_mlp_schedule": "[0, 2]"}, r"SLERP MLP schedule\[1\]: 2 is outside"),
+    ({"extra_method": "passthrough"}, "extra method: 'passthrough' is not one of"),
+])
+def test_bad_merge_controls_name_the_control_and_the_range(changes, message):
+    with pytest.raises(RequestError, match=message):
+        merge_specs(Controls(question="q", **changes))
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"max_new_tokens": 0}, r"max new tokens: 0 is outside the allowed range \[1, 128\]"),
+    ({"max_new_tokens": 12.5}, "max new tokens: expected a whole number"),
+    ({"temperature": 0.0}, r"temperature: 0 is outside the allowed range \(0, 2\]"),
+    ({"top_p": math.nan}, "top-p: nan is not a finite number"),
+    ({"seed": -1}, "seed: -1 is outside"),
+])
+def test_bad_generation_controls(changes, message):
+    with pytest.raises(RequestError, match=message):
+        generation_settings(Controls(question="q", **changes), GenerationDefaults(max_new_tokens_cap=128))
+
+
+def test_schedule_becomes_mergekit_filtered_gradient():
+    specs = merge_specs(Controls(question="q", slerp_t=0.25, slerp_attn_schedule="[0, 0.5, 1]",
+                                 slerp_mlp_schedule="[1, 0]"))
+    t = specs["slerp"].to_dict()["parameters"]["t"]
+    assert t == [{"filter": "attn", "value": [0, 0.5, 1]}, {"filter": "mlp", "value": [1, 0]}, {"value": 0.25}]
+    assert parse_schedule("x", "  ") is None and parse_schedule("x", "0.3") == [0.3]
+
+
+def test_soup_and_ties_specs_carry_the_controls():
+    specs = merge_specs(Controls(question="q", soup_w1=0.2, soup_w2=0.6, ties_density=0.4, ties_w1=1.0,
+                                 ties_w2=0.5, ties_lambda=0.9))
+    soup = specs["soup"].to_dict()
+    assert soup["merge_method"] == "linear"
+    assert [m["parameters"]["weight"] for m in soup["models"]] == [0.2, 0.6]
+    ties = specs["ties"].to_dict()
+    assert ties["parameters"]["lambda"] == 0.9
+    assert [m["parameters"] for m in ties["models"]] == [{"density": 0.4, "weight": 1.0},
+                                                         {"density": 0.4, "weight": 0.5}]
+    assert "extra" not in specs
+    assert merge_specs(Controls(question="q", extra_method="dare_ties"))["extra"].method == "dare_ties"
