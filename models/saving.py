@@ -1,0 +1,90 @@
+"""Keep a merge: write one variant of the bank as a Hugging Face checkpoint folder.
+
+The folder holds safetensors weights, config, tokenizer, generation config and a model card with the recipe
+(the mergekit YAML that reproduces it) and the scores, if any were computed. It is written only inside the
+directory the owner allows (``--save-dir`` / ``HARMAN_SAVE_DIR``), never over an existing non-empty folder.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+from safetensors.torch import save_file
+
+from merging import to_mergekit_yaml
+from models import sources
+
+
+class SaveError(ValueError):
+    pass
+
+
+def mergekit_path(source: str, base_folder: str) -> str:
+    """How mergekit names a source: a folder or Hub id, and ``base+adapter`` for a LoRA fine-tune."""
+    if source.startswith(sources.LORA):
+        adapter = Path(source[len(sources.LORA):])
+        return f"{base_folder}+{adapter if adapter.is_absolute() else sources.ROOT / adapter}"
+    return sources.folder_of(source)
+
+
+def recipe_yaml(model_set, spec) -> str:
+    """The mergekit-yaml config that reproduces one merged variant of this model set."""
+    base = sources.folder_of(model_set.preset.base)
+    models = [mergekit_path(model_set.preset.model1, base), mergekit_path(model_set.preset.model2, base)]
+    return to_mergekit_yaml(spec, base, models, model_set.dtype)
+
+
+def target_folder(allowed_root: Path, name: str) -> Path:
+    """The folder a save may write: inside the allowed root, new or empty."""
+    if not name or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name):
+        raise SaveError(f"save name {name!r}: use 1-100 letters, digits, '.', '_' or '-', starting with a letter "
+                        "or digit (it becomes a folder name)")
+    root = allowed_root.resolve()
+    target = (root / name).resolve()
+    if target.parent != root:
+        raise SaveError(f"save name {name!r} points outside the allowed directory {root}; nothing was written")
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise SaveError(f"{target} already exists and is not empty; choose another name (nothing was overwritten)")
+    return target
+
+
+def save_variant(model_set, variant: str, allowed_root: Path, name: str, recipe_yaml: str,
+                 scores: dict | None = None) -> Path:
+    target = target_folder(allowed_root, name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+    try:
+        module = model_set.bank.module(variant)
+        weights = {n: t.detach().contiguous().cpu() for n, t in model_set.bank.slice(variant).items()}
+        save_file(weights, staging / "model.safetensors", metadata={"format": "pt"})
+        config = module.config
+        config.architectures = [type(module).__name__]
+        config.save_pretrained(staging)
+        if module.generation_config is not None:
+            module.generation_config.save_pretrained(staging)
+        model_set.tokenizer.save_pretrained(staging)
+        (staging / "mergekit_config.yml").write_text(recipe_yaml, encoding="utf-8")
+        (staging / "README.md").write_text(card(model_set, variant, recipe_yaml, scores), encoding="utf-8")
+        if target.exists():
+            target.rmdir()  # empty, checked above
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def card(model_set, variant: str, recipe_yaml: str, scores: dict | None) -> str:
+    p = model_set.preset
+    lines = [
+        "---", "library_name: transformers", "tags: [merge, mergekit, harman]", "---", "",
+        f"# {variant} merge of {p.model1} and {p.model2}", "",
+        f"Made with harman from base `{p.base}`. The recipe below reproduces these weights "
+        "with `mergekit-yaml`.", "", "```yaml", recipe_yaml.rstrip(), "```", "",
+    ]
+    if scores:
+        lines += ["## Held-out scores", "", "| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {v:.4f} |" for k, v in scores.items()]
+    return "\n".join(lines) + "\n"

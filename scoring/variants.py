@@ -1,0 +1,154 @@
+"""Scores and sweeps for the variants of a served model set: the glue between scoring/ and models/.
+
+Merged variants are held through the comparison's variant slots while they are scored, so a score is always
+of the weights its spec describes, even while other users generate.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, replace
+from typing import Callable
+
+from models.comparison import Comparison
+from models.generation import GenerationSettings, generate
+from models.requests import Controls, RequestError, merge_specs
+from prompts import formats
+from scoring.heldout import HeldoutSet
+from scoring.metrics import score_texts
+from scoring.perplexity import perplexity
+from scoring.sweep import SweepResult, greedy_soup, linspace_points, sweep
+
+# What a sweep can vary: (column it re-merges, lowest value, highest value), by the control's name.
+SWEEPABLE = {
+    "soup_w1": ("soup", 0.0, 1.0),  # w2 = 1 - w1
+    "slerp_t": ("slerp", 0.0, 1.0),
+    "ties_density": ("ties", 0.05, 1.0),
+    "ties_lambda": ("ties", 0.0, 2.0),
+    "ties_w1": ("ties", 0.0, 2.0),
+    "extra_density": ("extra", 0.05, 1.0),
+}
+
+
+def user_message(row) -> str:
+    return row.question + (f"\n\n{row.giris}" if row.giris.strip() else "")
+
+
+def prompt_texts(comparison: Comparison, heldout: HeldoutSet) -> list[str]:
+    ms = comparison.model_set
+    return [formats.render(ms.preset.prompt_format, user_message(r), ms.tokenizer, ms.preset.system)
+            for r in heldout.rows]
+
+
+def heldout_perplexity(comparison: Comparison, variant: str, heldout: HeldoutSet, prompts: list[str]) -> float:
+    ms = comparison.model_set
+    return perplexity(ms.bank.module(variant), ms.tokenizer, prompts, [r.reference for r in heldout.rows])
+
+
+@dataclass
+class ScoreRow:
+    variant: str
+    perplexity: float
+    metrics: dict[str, float]
+
+
+def score_variants(comparison: Comparison, heldout: HeldoutSet, variants: list[str], controls: Controls,
+                   max_new_tokens: int, cancel: threading.Event | None = None,
+                   progress: Callable[[float, str], None] | None = None) -> list[ScoreRow]:
+    """Perplexity of the references and, under greedy generation, chrF/BLEU/ROUGE-L (+ EM and F1 for QA)."""
+    cancel = cancel or threading.Event()
+    specs = merge_specs(controls)
+    merged = {v: specs[v] for v in variants if v in comparison.targets}
+    missing = [v for v in variants if v not in merged and v not in ("base", "model1", "model2")]
+    if missing:
+        raise RequestError(f"cannot score {', '.join(missing)}: choose an extra method first")
+    prompts = prompt_texts(comparison, heldout)
+    ms = comparison.model_set
+    answers: dict[str, list[str]] = {v: [] for v in variants}
+    with comparison.slots.reading(merged):
+        ppl = {}
+        for i, v in enumerate(variants):
+            if cancel.is_set():
+                return []
+            _report(progress, i / (len(variants) + len(heldout.rows)), f"perplexity: {v}")
+            ppl[v] = heldout_perplexity(comparison, v, heldout, prompts)
+        for j, row in enumerate(heldout.rows):
+            if cancel.is_set():
+                return []
+            _report(progress, (len(variants) + j) / (len(variants) + len(heldout.rows)),
+                    f"greedy answers: row {j + 1}/{len(heldout.rows)}")
+            prompt = formats.build(ms.preset.prompt_format, user_message(row), ms.tokenizer, ms.max_context,
+                                   max_new_tokens, ms.preset.system)
+            settings = GenerationSettings(max_new_tokens=max_new_tokens, greedy=True,
+                                          eos_token_ids=prompt.eos_token_ids, stop_strings=prompt.stop_strings)
+            results = generate(ms.bank, variants, prompt.ids, settings, {}, stop_event=cancel,
+                               batched=comparison.batched, tokenizer=ms.tokenizer)
+            for v in variants:
+                answers[v].append(results[v].text.strip())
+    refs = [r.reference for r in heldout.rows]
+    return [ScoreRow(v, ppl[v], score_texts(answers[v], refs, qa=heldout.format == "qa")) for v in variants]
+
+
+def controls_at(controls: Controls, parameter: str, value: float) -> Controls:
+    if parameter == "soup_w1":
+        return replace(controls, soup_w1=value, soup_w2=1.0 - value)
+    if parameter == "ties_density":
+        return replace(controls, ties_density=value, ties_density1=value, ties_density2=value)
+    return replace(controls, **{parameter: value})
+
+
+@dataclass
+class SweepOutcome:
+    parameter: str
+    result: SweepResult
+    references: dict[str, float]  # Model 1 and Model 2 perplexity, the lines the curve is judged against
+
+
+def sweep_parameter(comparison: Comparison, heldout: HeldoutSet, controls: Controls, parameter: str, points: int,
+                    cap: int, cancel: threading.Event | None = None,
+                    progress: Callable[[float, str], None] | None = None) -> SweepOutcome:
+    """Re-merge one column at evenly spaced values of one parameter and score each by held-out perplexity."""
+    if parameter not in SWEEPABLE:
+        raise RequestError(f"sweep: {parameter!r} is not a parameter harman can sweep; choose one of "
+                           f"{', '.join(SWEEPABLE)}")
+    variant, lo, hi = SWEEPABLE[parameter]
+    if variant == "extra" and not controls.extra_method:
+        raise RequestError("sweep: extra_density belongs to the extra column; choose an extra method first")
+    try:
+        values = linspace_points(lo, hi, points, cap)
+    except ValueError as err:
+        raise RequestError(str(err)) from None
+    prompts = prompt_texts(comparison, heldout)
+    references = {v: heldout_perplexity(comparison, v, heldout, prompts) for v in ("model1", "model2")}
+    current: dict[str, float] = {}
+
+    def apply(value: float) -> None:
+        current["spec"] = merge_specs(controls_at(controls, parameter, value))[variant]
+
+    def evaluate() -> float:
+        with comparison.slots.reading({variant: current["spec"]}):
+            return heldout_perplexity(comparison, variant, heldout, prompts)
+
+    def step(done: int, total: int) -> None:
+        _report(progress, done / total, f"{parameter}: point {done}/{total}")
+
+    result = sweep(values, apply, evaluate, cancel=cancel, progress=step)
+    return SweepOutcome(parameter, result, references)
+
+
+def greedy_soup_of(comparison: Comparison, heldout: HeldoutSet, controls: Controls):
+    """Wortsman et al.'s greedy soup over Model 1 and Model 2, scored by held-out perplexity on the soup column."""
+    prompts = prompt_texts(comparison, heldout)
+
+    def score_of(weights) -> float:
+        w1, w2 = weights.get("model1", 0.0), weights.get("model2", 0.0)
+        spec = merge_specs(replace(controls, soup_w1=w1, soup_w2=w2))["soup"]
+        with comparison.slots.reading({"soup": spec}):
+            return heldout_perplexity(comparison, "soup", heldout, prompts)
+
+    return greedy_soup(["model1", "model2"], score_of)
+
+
+def _report(progress, fraction: float, what: str) -> None:
+    if progress is not None:
+        progress(fraction, what)

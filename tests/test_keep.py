@@ -1,0 +1,121 @@
+"""Keeping a merge: the exported mergekit config reproduces the in-app weights, a saved checkpoint answers like
+the column, and scores and sweeps on a held-out set behave."""
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from models import model_set, presets, saving
+from models.comparison import Comparison
+from models.generation import GenerationSettings, generate
+from models.requests import Controls, RequestError, merge_specs
+from scoring import variants as scoring
+from scoring.heldout import load_heldout
+from tests import tiny_models
+from tests.mergekit_oracle import assert_close, run_mergekit_yaml
+
+
+@pytest.fixture(scope="module")
+def comparison(tmp_path_factory):
+    root = tmp_path_factory.mktemp("keep")
+    dirs = tiny_models.model_set_dirs(root, "llama")
+    preset = presets._build({"name": "tiny", "base": str(dirs["base"]), "model1": str(dirs["model1"]),
+                             "model2": str(dirs["model2"]), "prompt_format": "plain_qa", "device": "cpu"}, "test")
+    return Comparison(model_set.load(preset))
+
+
+@pytest.fixture(scope="module")
+def heldout(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "qa.tsv"
+    rows = [("Türkiye'nin başkenti neresidir?", "Türkiye'nin başkenti Ankara'dır.", "Ankara"),
+            ("Işık saniyede ne kadar yol alır?", "Işık saniyede yaklaşık üç yüz bin kilometre yol alır.", "300000 km"),
+            ("Çayın vatanı neresidir?", "Çay ilk olarak Çin'de yetiştirilmiştir.", "Çin")]
+    path.write_text("soru\tinsan\tmakine\n" + "".join("\t".join(r) + "\n" for r in rows), encoding="utf-8")
+    return load_heldout(path)
+
+
+CASES = {
+    "soup": Controls(question="q", soup_w1=0.3, soup_w2=0.9),
+    "slerp": Controls(question="q", slerp_t=0.4, slerp_attn_schedule="[0, 0.5, 1]",
+                      slerp_mlp_schedule="[1, 0.2, 0.6, 0]"),
+    "ties": Controls(question="q", ties_density=0.6, ties_w1=1.0, ties_w2=0.7, ties_lambda=0.9),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(CASES))
+def test_exported_yaml_reproduces_the_in_app_variant_with_mergekit(comparison, variant, tmp_path):
+    spec = merge_specs(CASES[variant])[variant]
+    with comparison.slots.reading({variant: spec}):
+        in_app = {n: t.clone() for n, t in comparison.model_set.bank.slice(variant).items()}
+    yaml_text = saving.recipe_yaml(comparison.model_set, spec)
+    assert f"merge_method: {'linear' if variant == 'soup' else variant}" in yaml_text
+    theirs = run_mergekit_yaml(yaml_text, tmp_path / "out")
+    for name, tensor in in_app.items():
+        assert_close(tensor, theirs[name], name)
+
+
+def test_saved_checkpoint_loads_and_answers_like_the_column(comparison, tmp_path):
+    spec = merge_specs(CASES["ties"])["ties"]
+    ms = comparison.model_set
+    with comparison.slots.reading({"ties": spec}):
+        folder = saving.save_variant(ms, "ties", tmp_path, "tiny-ties", saving.recipe_yaml(ms, spec),
+                                     scores={"perplexity": 12.5})
+        prompt = comparison.prompt("Türkiye'nin başkenti neresidir?", 12)
+        settings = GenerationSettings(max_new_tokens=12, greedy=True)
+        column = generate(ms.bank, ["ties"], prompt.ids, settings, {}, tokenizer=ms.tokenizer)["ties"]
+    reloaded = AutoModelForCausalLM.from_pretrained(folder)
+    ids = torch.tensor([prompt.ids])
+    out = reloaded.generate(ids, max_new_tokens=12, do_sample=False, eos_token_id=None, pad_token_id=0)
+    assert out[0, len(prompt.ids):].tolist() == column.token_ids
+    card = (folder / "README.md").read_text(encoding="utf-8")
+    assert "merge_method: ties" in card and "| perplexity | 12.5000 |" in card
+    assert (folder / "tokenizer.json").is_file() and (folder / "mergekit_config.yml").is_file()
+
+
+def test_save_refuses_outside_the_allowed_directory_and_never_overwrites(tmp_path):
+    for bad in ("../escape", "/etc/passwd", "a/b", ""):
+        with pytest.raises(saving.SaveError):
+            saving.target_folder(tmp_path, bad)
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "model.safetensors").write_bytes(b"keep me")
+    with pytest.raises(saving.SaveError, match="already exists and is not empty"):
+        saving.target_folder(tmp_path, "taken")
+    assert (tmp_path / "taken" / "model.safetensors").read_bytes() == b"keep me"
+    assert saving.target_folder(tmp_path, "new-merge") == (tmp_path / "new-merge").resolve()
+
+
+def test_sweep_returns_the_points_and_marks_the_minimum(comparison, heldout):
+    outcome = scoring.sweep_parameter(comparison, heldout, Controls(question="q"), "slerp_t", 5, cap=21)
+    points = outcome.result.points
+    assert [round(v, 6) for v, _ in points] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert outcome.result.best == min(points, key=lambda p: p[1])
+    # The curve's ends are the parents themselves: SLERP t=0 is Model 1 and t=1 is Model 2.
+    assert points[0][1] == pytest.approx(outcome.references["model1"], rel=1e-5)
+    assert points[-1][1] == pytest.approx(outcome.references["model2"], rel=1e-5)
+
+
+@pytest.mark.parametrize("parameter, points, message", [
+    ("slerp_t", 1, "at least 2"),
+    ("slerp_t", 500, "at most 21"),
+    ("top_k", 5, "'top_k' is not a parameter harman can sweep"),
+    ("extra_density", 5, "choose an extra method first"),
+])
+def test_bad_sweeps_say_why(comparison, heldout, parameter, points, message):
+    with pytest.raises(RequestError, match=message):
+        scoring.sweep_parameter(comparison, heldout, Controls(question="q"), parameter, points, cap=21)
+
+
+def test_scores_cover_every_variant_and_qa_metrics(comparison, heldout):
+    rows = scoring.score_variants(comparison, heldout, ["model1", "model2", "soup"], Controls(question="q"),
+                                  max_new_tokens=8)
+    assert [r.variant for r in rows] == ["model1", "model2", "soup"]
+    for r in rows:
+        assert r.perplexity > 1
+        assert set(r.metrics) == {"chrf", "bleu", "rouge_l", "exact_match", "token_f1"}
+        assert 0 <= r.metrics["chrf"] <= 100
+
+
+def test_greedy_soup_keeps_the_soup_only_if_it_helps(comparison, heldout):
+    result = scoring.greedy_soup_of(comparison, heldout, Controls(question="q"))
+    assert result.ingredients[0] == min(result.individual_scores, key=result.individual_scores.get)
+    assert result.score <= min(result.individual_scores.values())
