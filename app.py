@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import threading
+from dataclasses import dataclass
 
 log = logging.getLogger("harman")
 
@@ -36,7 +37,12 @@ TEXT = {
         "generation": "Üretim ayarları", "max_new_tokens": "En fazla yeni token", "temperature": "Sıcaklık",
         "top_p": "top-p", "repetition_penalty": "Tekrar cezası", "greedy": "Açgözlü (greedy) çözümleme",
         "seed": "Tohum (seed)", "copy_link": "Bağlantıyı kopyala", "link": "Paylaşılabilir bağlantı",
-        "answer": "Cevap",
+        "answer": "Cevap", "keep": "Ölç ve sakla", "heldout": "Ayrılmış (held-out) veri", "rows": "Satır sayısı",
+        "scores": "Skorlar", "score": "Skorla", "sweep": "Tarama", "sweep_param": "Parametre",
+        "sweep_points": "Nokta sayısı", "run_sweep": "Taramayı başlat", "apply_best": "En iyi noktayı uygula",
+        "greedy_soup": "Açgözlü soup (greedy soup)", "diagnostics": "Tanılama", "export": "Dışa aktar",
+        "export_variant": "Birleşim", "mergekit_config": "mergekit yapılandırması", "save_name": "Klasör adı",
+        "save": "Birleştirilmiş modeli kaydet", "download": "İndir",
     },
     "en": {
         "intro": "Compare a base model's two fine-tunes and their merges side by side. Type a question and press "
@@ -53,6 +59,11 @@ TEXT = {
         "generation": "Generation settings", "max_new_tokens": "Max new tokens", "temperature": "Temperature",
         "top_p": "top-p", "repetition_penalty": "Repetition penalty", "greedy": "Greedy decoding",
         "seed": "Seed", "copy_link": "Copy link", "link": "Shareable link", "answer": "Answer",
+        "keep": "Measure and keep", "heldout": "Held-out data", "rows": "Rows", "scores": "Scores", "score": "Score",
+        "sweep": "Sweep", "sweep_param": "Parameter", "sweep_points": "Points", "run_sweep": "Run sweep",
+        "apply_best": "Apply the best point", "greedy_soup": "Greedy soup", "diagnostics": "Diagnostics",
+        "export": "Export", "export_variant": "Merge", "mergekit_config": "mergekit config", "save_name": "Folder name",
+        "save": "Save merged model", "download": "Download",
     },
 }
 
@@ -104,12 +115,87 @@ def column_footer(column) -> str:
     return " · ".join(parts)
 
 
-def build_page(comparison, examples: list[str]):
+@dataclass(frozen=True)
+class Limits:
+    """What the owner allows on this deployment."""
+    heldout: tuple[str, ...] = ()  # held-out TSVs offered for scores and sweeps
+    max_rows: int = 60
+    max_sweep_points: int = 21
+    save_dir: str = "saved"
+    download_mb: int = 200  # saved merges up to this size are also offered as a zip download
+
+
+def default_heldout() -> tuple[str, ...]:
+    from pathlib import Path
+
+    return tuple(str(p.relative_to(Path.cwd()) if p.is_relative_to(Path.cwd()) else p)
+                 for p in sorted((Path(__file__).parent / "prompts" / "data").glob("*_heldout.tsv")))
+
+
+def diagnostics_markdown(reports: dict) -> str:
+    """The merge engine's per-merge figures, one line per merged variant."""
+    lines = []
+    for variant, r in reports.items():
+        parts = [f"**{METHOD_NAMES.get(variant, variant)}** ({r.method}, {r.ms:.0f} ms)"]
+        if r.slerp_fallback_share is not None:
+            parts.append(f"tensörlerin %{100 * r.slerp_fallback_share:.0f}'i doğrusal ara değerlemeye düştü "
+                         f"(|cos| > 0.9995: iki ince ayar neredeyse paralel)")
+        if r.kept_fraction is not None:
+            parts.append(f"tutulan %{100 * r.kept_fraction:.1f}")
+        if r.sign_conflict_fraction is not None:
+            parts.append(f"işaret çatışması %{100 * r.sign_conflict_fraction:.1f}")
+        if r.parent_sign_share:
+            shares = " / ".join(f"%{100 * x:.0f}" for x in r.parent_sign_share)
+            parts.append(f"seçilen işaretlere uyan pay (Model 1 / Model 2): {shares}")
+        if r.distance_to_parents:
+            d = " / ".join(f"{x:.3f}" for x in r.distance_to_parents)
+            parts.append(f"ebeveynlere göreli uzaklık (Model 1 / Model 2): {d}")
+        lines.append(" · ".join(parts))
+    return "\n\n".join(lines) or "Henüz birleştirme yapılmadı."
+
+
+def _cancellable(work, n_outputs: int, progress=None):
+    """Run ``work(cancel, report)`` in a thread; yield no-op updates so a Stop or a closed tab can cancel it."""
+    import time
+
     import gradio as gr
 
-    from models.requests import EXTRA_METHODS, Controls, RequestError, generation_settings, merge_specs
+    cancel, state, out = threading.Event(), {"fraction": 0.0, "what": ""}, {}
+
+    def report(fraction: float, what: str) -> None:
+        state.update(fraction=fraction, what=what)
+
+    def target():
+        try:
+            out["result"] = work(cancel, report)
+        except BaseException as err:  # handed to the request thread below
+            out["error"] = err
+
+    worker = threading.Thread(target=target, daemon=True, name="harman-measure")
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(timeout=0.5)
+            if progress is not None:
+                progress(state["fraction"], desc=state["what"])
+            yield [gr.skip()] * n_outputs
+    finally:
+        cancel.set()
+    if "error" in out:
+        raise out["error"]
+    return out.get("result")
+
+
+def build_page(comparison, examples: list[str], limits: Limits = Limits()):
+    import gradio as gr
+    import pandas as pd
+
+    from models import saving
     from models.comparison import Request
+    from models.requests import EXTRA_METHODS, Controls, RequestError, generation_settings, merge_specs
     from prompts.formats import PromptError
+    from scoring import variants as scoring
+    from scoring.heldout import HeldoutError, load_heldout
 
     model_set = comparison.model_set
     gen = model_set.preset.generation
@@ -172,6 +258,45 @@ def build_page(comparison, examples: list[str]):
             copy_btn = gr.Button(i18n("copy_link"), size="sm", elem_id="copy_link")
             link = gr.Textbox(label=i18n("link"), buttons=["copy"], elem_id="link")
 
+        with gr.Accordion(i18n("keep"), open=False, elem_id="keep"):
+            with gr.Row():
+                heldout = gr.Dropdown(list(limits.heldout), value=(limits.heldout or [None])[0],
+                                      label=i18n("heldout"), allow_custom_value=False, elem_id="heldout")
+                rows = gr.Slider(2, limits.max_rows, min(20, limits.max_rows), step=1, label=i18n("rows"),
+                                 elem_id="rows")
+            with gr.Tabs():
+                with gr.Tab(i18n("scores")):
+                    score_btn = gr.Button(i18n("score"), elem_id="score")
+                    score_table = gr.Dataframe(interactive=False, elem_id="score_table")
+                    score_plot = gr.BarPlot(x="variant", y="perplexity", elem_id="score_plot")
+                with gr.Tab(i18n("sweep")):
+                    with gr.Row():
+                        sweep_param = gr.Dropdown(list(scoring.SWEEPABLE), value="slerp_t", label=i18n("sweep_param"),
+                                                  elem_id="sweep_param")
+                        sweep_points = gr.Number(11, precision=0, label=i18n("sweep_points"), elem_id="sweep_points")
+                        sweep_btn = gr.Button(i18n("run_sweep"), elem_id="run_sweep")
+                    sweep_plot = gr.LinePlot(x="value", y="perplexity", color="series", elem_id="sweep_plot")
+                    sweep_best = gr.Markdown(elem_id="sweep_best")
+                    best_point = gr.State(None)
+                    with gr.Row():
+                        apply_best_btn = gr.Button(i18n("apply_best"), elem_id="apply_best")
+                        greedy_soup_btn = gr.Button(i18n("greedy_soup"), elem_id="greedy_soup")
+                    greedy_soup_md = gr.Markdown(elem_id="greedy_soup_result")
+                with gr.Tab(i18n("diagnostics")):
+                    diagnostics = gr.Markdown(elem_id="diagnostics")
+                    angle_plot = gr.LinePlot(x="layer", y="angle", elem_id="angle_plot")
+                with gr.Tab(i18n("export")):
+                    with gr.Row():
+                        export_variant = gr.Dropdown([("Soup", "soup"), ("SLERP", "slerp"), ("TIES", "ties"),
+                                                      ("extra", "extra")], value="slerp", label=i18n("export_variant"))
+                        export_btn = gr.Button(i18n("mergekit_config"), elem_id="export")
+                    recipe = gr.Code(language="yaml", label="mergekit config", elem_id="recipe")
+                    with gr.Row():
+                        save_name = gr.Textbox(label=i18n("save_name"), elem_id="save_name")
+                        save_btn = gr.Button(i18n("save"), elem_id="save")
+                    save_status = gr.Markdown(elem_id="save_status")
+                    save_file = gr.File(label=i18n("download"))
+
         controls = [question, soup_w1, soup_w2, slerp_t, ties_density, ties_w1, ties_w2, ties_d1, ties_d2, ties_lambda,
                     attn_schedule, mlp_schedule, extra_method, extra_density, max_new_tokens, temperature, top_p,
                     repetition_penalty, greedy, seed]
@@ -181,12 +306,9 @@ def build_page(comparison, examples: list[str]):
                     ties_density2, ties_lambda, slerp_attn_schedule, slerp_mlp_schedule, extra_method, extra_density,
                     max_new_tokens, temperature, top_p, repetition_penalty, greedy, seed):
             """Answer the question with Model 1, Model 2 and every merge; stream all columns together."""
-            c = Controls(question=question or "", soup_w1=soup_w1, soup_w2=soup_w2, slerp_t=slerp_t,
-                         ties_density=ties_density, ties_w1=ties_w1, ties_w2=ties_w2, ties_density1=ties_density1,
-                         ties_density2=ties_density2, ties_lambda=ties_lambda, slerp_attn_schedule=slerp_attn_schedule
-                         or "", slerp_mlp_schedule=slerp_mlp_schedule or "", extra_method=extra_method or "",
-                         extra_density=extra_density, max_new_tokens=max_new_tokens, temperature=temperature,
-                         top_p=top_p, repetition_penalty=repetition_penalty, greedy=greedy, seed=seed)
+            c = compare_controls(question, soup_w1, soup_w2, slerp_t, ties_density, ties_w1, ties_w2, ties_density1,
+                                 ties_density2, ties_lambda, slerp_attn_schedule, slerp_mlp_schedule, extra_method,
+                                 extra_density, max_new_tokens, temperature, top_p, repetition_penalty, greedy, seed)
             try:
                 specs = merge_specs(c)
                 settings = generation_settings(c, gen)
@@ -202,6 +324,127 @@ def build_page(comparison, examples: list[str]):
                 cols = [snap.columns.get(n) for n in COLUMNS]
                 yield [note, *heading, *[col.text if col else "" for col in cols],
                        *[column_footer(col) for col in cols]]
+
+        def controls_from(values) -> Controls:
+            return compare_controls(*values)
+
+        def compare_controls(question, soup_w1, soup_w2, slerp_t, ties_density, ties_w1, ties_w2, ties_density1,
+                             ties_density2, ties_lambda, slerp_attn_schedule, slerp_mlp_schedule, extra_method,
+                             extra_density, max_new_tokens, temperature, top_p, repetition_penalty, greedy, seed):
+            return Controls(question=question or "", soup_w1=soup_w1, soup_w2=soup_w2, slerp_t=slerp_t,
+                            ties_density=ties_density, ties_w1=ties_w1, ties_w2=ties_w2, ties_density1=ties_density1,
+                            ties_density2=ties_density2, ties_lambda=ties_lambda,
+                            slerp_attn_schedule=slerp_attn_schedule or "", slerp_mlp_schedule=slerp_mlp_schedule or "",
+                            extra_method=extra_method or "", extra_density=extra_density,
+                            max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                            repetition_penalty=repetition_penalty, greedy=greedy, seed=seed)
+
+        def open_heldout(path, n):
+            if path not in limits.heldout:
+                raise gr.Error(f"held-out file {path!r} is not one this deployment offers: {', '.join(limits.heldout)}")
+            try:
+                limit = int(n)
+                if not 2 <= limit <= limits.max_rows:
+                    raise ValueError(f"rows: {n} is outside the allowed range [2, {limits.max_rows}]")
+                return load_heldout(path, limit=limit)
+            except (HeldoutError, ValueError) as err:
+                raise gr.Error(str(err), title="harman") from None
+
+        def score(heldout_path, rows, *values, progress=gr.Progress()):
+            """Score every column on a held-out set: perplexity, chrF, BLEU, ROUGE-L (+ EM and F1 for QA)."""
+            c, data = controls_from(values), open_heldout(heldout_path, rows)
+            wanted = [n for n in COLUMNS if n != "extra" or c.extra_method]
+            try:
+                result = yield from _cancellable(
+                    lambda cancel, report: scoring.score_variants(comparison, data, wanted, c, c.max_new_tokens,
+                                                                  cancel, report), 2, progress)
+            except (RequestError, ValueError) as err:
+                raise gr.Error(str(err), title="harman") from None
+            table = pd.DataFrame([{"variant": r.variant, "perplexity": round(r.perplexity, 3),
+                                   **{k: round(v, 4) for k, v in r.metrics.items()}} for r in result or []])
+            yield table, table
+
+        def sweep(heldout_path, rows, parameter, points, *values, progress=gr.Progress()):
+            """Re-merge one column at evenly spaced values of a parameter; plot held-out perplexity."""
+            c, data = controls_from(values), open_heldout(heldout_path, rows)
+            try:
+                outcome = yield from _cancellable(
+                    lambda cancel, report: scoring.sweep_parameter(comparison, data, c, parameter, int(points),
+                                                                   limits.max_sweep_points, cancel, report), 4, progress)
+            except (RequestError, ValueError, TypeError) as err:
+                raise gr.Error(str(err), title="harman") from None
+            curve = [{"value": v, "perplexity": p, "series": parameter} for v, p in outcome.result.points]
+            xs = [v for v, _ in outcome.result.points]
+            for name in ("model1", "model2"):
+                label = model_set.preset.model1_label if name == "model1" else model_set.preset.model2_label
+                curve += [{"value": x, "perplexity": outcome.references[name], "series": label} for x in xs]
+            best = outcome.result.best
+            if best is None:
+                yield pd.DataFrame(curve), "Tarama durduruldu.", None, gr.skip()
+                return
+            curve.append({"value": best[0], "perplexity": best[1], "series": "en iyi / best"})
+            note = (f"En iyi {parameter} = **{best[0]:.3f}** (perplexity {best[1]:.3f}); "
+                    f"Model 1: {outcome.references['model1']:.3f}, Model 2: {outcome.references['model2']:.3f}"
+                    + (" · durduruldu" if outcome.result.cancelled else ""))
+            yield pd.DataFrame(curve), note, (parameter, best[0]), gr.skip()
+
+        def apply_best(point):
+            """Move the swept parameter's slider to the best point."""
+            if not point:
+                return [gr.skip()] * 6
+            parameter, value = point
+            order = ["soup_w1", "soup_w2", "slerp_t", "ties_density", "ties_lambda", "ties_w1"]
+            out = [gr.skip()] * len(order)
+            if parameter == "soup_w1":
+                out[0], out[1] = value, 1 - value
+            elif parameter in order:
+                out[order.index(parameter)] = value
+            return out
+
+        def greedy_soup(heldout_path, rows, *values):
+            """Wortsman et al.'s greedy soup of Model 1 and Model 2 by held-out perplexity."""
+            result = scoring.greedy_soup_of(comparison, open_heldout(heldout_path, rows), controls_from(values))
+            weights = result.weights
+            return (f"Greedy soup: {' + '.join(result.ingredients)} → perplexity {result.score:.3f} "
+                    f"(tek başına: " + ", ".join(f"{k} {v:.3f}" for k, v in result.individual_scores.items()) + ")",
+                    weights.get("model1", 0.0), weights.get("model2", 0.0))
+
+        def show_diagnostics():
+            reports = dict(comparison.last_reports)
+            angles = [{"layer": layer, "angle": angle} for layer, angle in
+                      sorted((getattr(reports.get("slerp"), "slerp_angle_by_layer", None) or {}).items())]
+            return diagnostics_markdown(reports), pd.DataFrame(angles, columns=["layer", "angle"])
+
+        def export_mergekit(variant, *values):
+            """The mergekit-yaml config that reproduces this column's merge exactly."""
+            try:
+                specs = merge_specs(controls_from(values))
+                if variant not in specs:
+                    raise RequestError(f"{variant}: no such merged column; choose an extra method first")
+                return saving.recipe_yaml(model_set, specs[variant])
+            except (RequestError, ValueError) as err:
+                raise gr.Error(str(err), title="harman") from None
+
+        def save_merged(variant, name, *values):
+            """Write this column's merge as a Hugging Face checkpoint folder in the allowed directory."""
+            from pathlib import Path
+
+            try:
+                specs = merge_specs(controls_from(values))
+                if variant not in specs:
+                    raise RequestError(f"{variant}: no such merged column; choose an extra method first")
+                recipe_text = saving.recipe_yaml(model_set, specs[variant])
+                with comparison.slots.reading({variant: specs[variant]}):
+                    folder = saving.save_variant(model_set, variant, Path(limits.save_dir), name, recipe_text)
+            except (RequestError, saving.SaveError, ValueError) as err:
+                raise gr.Error(str(err), title="harman") from None
+            size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+            download = None
+            if size <= limits.download_mb * 2**20:
+                import shutil
+
+                download = shutil.make_archive(str(folder), "zip", folder)
+            return f"Kaydedildi: `{folder}` ({size / 2**20:.1f} MB)", download
 
         def show_extra(method):
             return gr.Column(visible=bool(method))
@@ -243,6 +486,21 @@ def build_page(comparison, examples: list[str]):
                        api_visibility="private")
         page.load(restore, None, controls, api_visibility="private", queue=False).then(
             compare_if_shared, controls, outputs, api_visibility="private", show_progress="hidden")
+
+        measure = [heldout, rows]
+        score_event = score_btn.click(score, [*measure, *controls], [score_table, score_plot], api_name="score")
+        sweep_event = sweep_btn.click(sweep, [*measure, sweep_param, sweep_points, *controls],
+                                      [sweep_plot, sweep_best, best_point, sweep_btn], api_name="sweep")
+        apply_best_btn.click(apply_best, best_point, [soup_w1, soup_w2, slerp_t, ties_density, ties_lambda, ties_w1],
+                             api_visibility="private")
+        greedy_soup_btn.click(greedy_soup, [*measure, *controls], [greedy_soup_md, soup_w1, soup_w2],
+                              api_name="greedy_soup")
+        for event in (generate_event, submit_event, *release_events, sweep_event):
+            event.then(show_diagnostics, None, [diagnostics, angle_plot], api_visibility="private")
+        export_btn.click(export_mergekit, [export_variant, *controls], recipe, api_name="export_mergekit")
+        save_btn.click(save_merged, [export_variant, save_name, *controls], [save_status, save_file],
+                       api_name="save_merged")
+        stop_btn.click(None, cancels=[score_event, sweep_event], api_visibility="private")
     return page, i18n
 
 
@@ -270,6 +528,13 @@ def parse_args(argv=None):
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     p.add_argument("--no-batch", action="store_true", help="generate each column separately (no batched decoding)")
     p.add_argument("--queue-size", type=int, default=int(os.environ.get("HARMAN_QUEUE_SIZE", "32")))
+    p.add_argument("--heldout", action="append", default=[],
+                   help="another held-out TSV (the seed's V1 or V2 columns) to offer for scores and sweeps; repeatable")
+    p.add_argument("--save-dir", default=os.environ.get("HARMAN_SAVE_DIR", "saved"),
+                   help="the only directory 'Save merged model' may write into (env HARMAN_SAVE_DIR)")
+    p.add_argument("--max-rows", type=int, default=int(os.environ.get("HARMAN_MAX_ROWS", "60")),
+                   help="most held-out rows one score or sweep may use")
+    p.add_argument("--max-sweep-points", type=int, default=int(os.environ.get("HARMAN_MAX_SWEEP_POINTS", "21")))
     p.add_argument("--concurrency", type=int, default=int(os.environ.get("HARMAN_CONCURRENCY", "2")),
                    help="requests served at the same time")
     return p.parse_args(argv)
@@ -303,7 +568,9 @@ def main(argv=None) -> int:
     from models.comparison import Comparison
     from prompts import examples
 
-    page, i18n = build_page(Comparison(models, batched=not args.no_batch), examples.questions())
+    limits = Limits(heldout=default_heldout() + tuple(args.heldout), max_rows=args.max_rows,
+                    max_sweep_points=args.max_sweep_points, save_dir=args.save_dir)
+    page, i18n = build_page(Comparison(models, batched=not args.no_batch), examples.questions(), limits)
     page.queue(max_size=args.queue_size, default_concurrency_limit=args.concurrency)
     auth = tuple(args.auth.split(":", 1)) if args.auth else None
     launch = dict(server_name=args.host, server_port=args.port, auth=auth, i18n=i18n, show_error=True)

@@ -70,11 +70,15 @@ class Comparison:
             for name in bank.variants if name not in ("base", "model1", "model2")
         }
         self.slots = VariantSlots([v for v in bank.variants if v in self.targets], self._merge)
+        self.last_reports: dict[str, object] = {}  # the latest merge diagnostics of each merged variant
         self._answers: OrderedDict = OrderedDict()
         self._answers_lock = threading.Lock()
 
     def _merge(self, variant: str, spec):
-        return self.targets[variant].merge(spec)
+        report = self.targets[variant].merge(spec)
+        if report is not None:
+            self.last_reports[variant] = report
+        return report
 
     def prompt(self, question: str, max_new_tokens: int) -> formats.Prompt:
         ms = self.model_set

@@ -173,3 +173,51 @@ def test_extra_column_runs_the_chosen_method(served):
     out = ask(client, extra_method="task_arithmetic", ties_w1=1.0, ties_w2=0.0)
     # task arithmetic with weights (1, 0) and lambda 1 is Model 1 itself
     assert out["extra"] == out["model1"]
+
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory):
+    """The app with a held-out file and a save directory, for the measure-and-keep endpoints."""
+    root = tmp_path_factory.mktemp("measure")
+    dirs = tiny_models.model_set_dirs(root, "gpt2")
+    heldout = root / "qa.tsv"
+    heldout.write_text("soru\tinsan\tmakine\n" + "".join(
+        f"{q}\t{a}\t{a}\n" for q, a in [("Ankara nerededir?", "Ankara İç Anadolu'dadır."),
+                                         ("Işık nedir?", "Işık bir dalgadır."), ("Çay nedir?", "Çay bir içecektir.")]),
+        encoding="utf-8")
+    preset = presets._build({"name": "tiny", "base": str(dirs["base"]), "model1": str(dirs["model1"]),
+                             "model2": str(dirs["model2"]), "prompt_format": "plain_qa", "device": "cpu",
+                             "generation": {"max_new_tokens": 6, "max_new_tokens_cap": 64}}, "test")
+    limits = app.Limits(heldout=(str(heldout),), max_rows=10, max_sweep_points=7, save_dir=str(root / "saved"))
+    page, i18n = app.build_page(Comparison(model_set.load(preset)), [], limits)
+    page.queue()
+    _, url, _ = page.launch(prevent_thread_lock=True, i18n=i18n, quiet=True, show_error=True)
+    client = Client(url, verbose=False)
+    yield client, str(heldout), root
+    client.close()
+    page.close()
+
+
+def test_score_sweep_export_and_save_endpoints(measured):
+    client, heldout, root = measured
+    controls = list({**DEFAULTS, "max_new_tokens": 6}.values())
+    table, _ = client.predict(heldout, 3, *controls, api_name="/score")
+    assert [r[0] for r in table["data"]] == ["model1", "model2", "soup", "slerp", "ties"]
+    assert "exact_match" in table["headers"] and "perplexity" in table["headers"]
+    curve, note, *_ = client.predict(heldout, 3, "slerp_t", 3, *controls, api_name="/sweep")
+    sweep_rows = [r for r in curve["data"] if r[2] == "slerp_t"]
+    assert [r[0] for r in sweep_rows] == [0.0, 0.5, 1.0]
+    best = min(sweep_rows, key=lambda r: r[1])
+    assert f"**{best[0]:.3f}**" in note
+    recipe = client.predict("ties", *controls, api_name="/export_mergekit")
+    assert "merge_method: ties" in recipe and "density: 0.5" in recipe
+    status, download = client.predict("slerp", "tiny-slerp", *controls, api_name="/save_merged")
+    assert "tiny-slerp" in status and download and (root / "saved" / "tiny-slerp" / "model.safetensors").is_file()
+    with pytest.raises(Exception, match="already exists and is not empty"):
+        client.predict("slerp", "tiny-slerp", *controls, api_name="/save_merged")
+    with pytest.raises(Exception, match="outside the allowed directory|use 1-100 letters"):
+        client.predict("slerp", "../escape", *controls, api_name="/save_merged")
+    with pytest.raises(Exception, match="at most 7"):
+        client.predict(heldout, 3, "slerp_t", 50, *controls, api_name="/sweep")
+    with pytest.raises(Exception, match="not in the list of choices|is not one this deployment offers"):
+        client.predict("/etc/passwd", 3, *controls, api_name="/score")
