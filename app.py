@@ -103,6 +103,7 @@ def column_title(name: str, model_set, controls) -> str:
 
 
 def column_footer(column) -> str:
+    """Tokens, speed and merge time under a column; "bitti" marks a finished answer."""
     if column is None:
         return ""
     parts = [f"{column.n_tokens} token", f"{column.tokens_per_second:.1f} token/s"]
@@ -110,8 +111,8 @@ def column_footer(column) -> str:
         parts.append("önbellekten (değişmedi)")
     elif column.merge_ms is not None:
         parts.append(f"birleştirme {column.merge_ms:.0f} ms" if column.merge_ms else "birleştirme yok (aynı ayar)")
-    if column.done and column.finish_reason == "stopped":
-        parts.append("durduruldu")
+    if column.done:
+        parts.append("durduruldu" if column.finish_reason == "stopped" else "bitti")
     return " · ".join(parts)
 
 
