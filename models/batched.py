@@ -1,0 +1,253 @@
+"""One forward pass over several variants of the weight bank: row r of the batch runs on the weights of the r-th
+selected variant.
+
+The loaded Hugging Face model keeps its own code for everything without parameters (attention, positions, KV
+cache, masks) and runs it on a batch of rows. Only the submodules that hold parameters are swapped for banked
+versions, which read each row's slice of the bank in place: a linear layer multiplies every row by its own slice
+(one batched matmul per run of consecutive slices, or one product per row when decoding on CPU; see _matmul).
+Which slice each row reads is set with ``selected_rows()``, in a context variable, so one batched model serves
+concurrent requests with different selections.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import copy
+import threading
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.models.llama.modeling_llama import LlamaRMSNorm
+from transformers.pytorch_utils import Conv1D
+
+from models.bank import WeightBank
+
+
+class UnsupportedModel(Exception):
+    """The model holds parameters in a module type that has no banked version; generate per variant instead."""
+
+
+class Rows:
+    """Which bank slice each row of the batch reads, and the views of the bank that this selection reads.
+
+    Made once per generation (and again when finished rows leave the batch) and used for every step in between,
+    so the views are cut once, not at every layer of every step.
+    """
+
+    def __init__(self, slices: Sequence[int], device: torch.device | str):
+        self.slices = tuple(slices)
+        self.index = torch.tensor(self.slices, device=device)  # for gathers
+        # (first row, end row, first slice) of each stretch of rows whose slices are consecutive in the bank:
+        # such a stretch reads its weights as one view of the bank tensor.
+        runs, first = [], 0
+        for r in range(1, len(self.slices) + 1):
+            if r == len(self.slices) or self.slices[r] != self.slices[r - 1] + 1:
+                runs.append((first, r, self.slices[first]))
+                first = r
+        self.runs = tuple(runs)
+        self._views: dict[tuple, object] = {}
+
+    def __len__(self) -> int:
+        return len(self.slices)
+
+    def view(self, key: tuple, make: Callable[[], object]):
+        """``make()``, cut on first use and kept for this selection; key starts with the bank tensor's id."""
+        found = self._views.get(key)
+        if found is None:
+            found = self._views[key] = make()
+        return found
+
+
+_ROWS: contextvars.ContextVar[Rows] = contextvars.ContextVar("harman_rows")
+
+
+@contextmanager
+def selected_rows(rows: Rows) -> Iterator[Rows]:
+    """Run the batched model inside this block with row r reading bank slice ``rows.slices[r]``."""
+    token = _ROWS.set(rows)
+    try:
+        yield rows
+    finally:
+        _ROWS.reset(token)
+
+
+def _rows(batch: int, shared: bool = False) -> Rows:
+    """The current selection, checked against an input of ``batch`` rows (or one row shared by all, if allowed)."""
+    rows = _ROWS.get(None)
+    if rows is None:
+        raise RuntimeError("the batched model was called outside selected_rows(); "
+                           "generate through models.generation.generate")
+    if batch != len(rows) and not (shared and batch == 1):
+        raise RuntimeError(f"batched model: input has {batch} rows but {len(rows)} variants are selected")
+    return rows
+
+
+def _per_row(bank: torch.Tensor, rows: Rows, ndim: int) -> torch.Tensor:
+    """A vector parameter (bias, norm weight) of every row, shaped to broadcast over an activation of ndim dims."""
+    def make():
+        if len(rows.runs) == 1:
+            vectors = bank[rows.slices[0]:rows.slices[0] + len(rows)]
+        else:
+            vectors = bank.index_select(0, rows.index)  # one small vector per row: a copy costs nothing here
+        return vectors.view(len(rows), *[1] * (ndim - 2), vectors.shape[-1])
+    return rows.view((id(bank), "vector", ndim), make)
+
+
+# Device types where a decoding step (one token per row) gives each row its own matrix-vector product instead of
+# one batched product per run of rows. On CPU, a matrix-vector product stays on one core, while torch.bmm splits
+# the batch over the threads, and on 2 busy cores every such split waited for the other core: bmm read the
+# weights at 1.4-4 GB/s, one product per row at 8 GB/s. With several tokens per row (the prompt) the products
+# are compute-bound and split over the threads anyway, so there one bmm per run, which splits once, took 8 ms
+# where five products took 19-80 ms. On a GPU one kernel per run is the fast way for both.
+ONE_PRODUCT_PER_ROW = {"cpu"}
+
+
+def _matmul(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, rows: Rows,
+            transposed: bool) -> torch.Tensor:
+    """x [k, n, in] times each row's weight: bank [V, out, in] when transposed (nn.Linear), else [V, in, out].
+
+    Every row reads its own slice as a view of the bank; selected slices are never gathered into a new tensor,
+    which would copy every selected weight at every step and double the memory traffic that bounds decoding.
+    """
+    out = x.new_empty(x.shape[0], x.shape[1], weight.shape[-2] if transposed else weight.shape[-1])
+    if x.shape[1] == 1 and x.device.type in ONE_PRODUCT_PER_ROW:
+        per_row = rows.view((id(weight), "rows"), lambda: [
+            weight[s].t() if transposed else weight[s] for s in rows.slices])
+        outputs = out.unbind(0)
+        for r, (row, w) in enumerate(zip(x.unbind(0), per_row)):
+            if bias is None:
+                torch.mm(row, w, out=outputs[r])
+            else:
+                torch.addmm(bias[r], row, w, out=outputs[r])
+        return out
+    for first, end, start in rows.runs:
+        w = rows.view((id(weight), "run", start), lambda: weight[start:start + end - first].mT if transposed
+                      else weight[start:start + end - first])
+        if bias is None:
+            torch.bmm(x[first:end], w, out=out[first:end])
+        else:
+            torch.baddbmm(bias[first:end], x[first:end], w, out=out[first:end])
+    return out
+
+
+class BankedLinear(nn.Module):
+    """nn.Linear (transposed=True, weight [out, in]) or transformers' Conv1D (weight [in, out]) over the bank."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, transposed: bool):
+        super().__init__()
+        self.weight_bank, self.bias_bank, self.transposed = weight, bias, transposed
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = _rows(x.shape[0])
+        flat = x.reshape(len(rows), -1, x.shape[-1])
+        bias = None if self.bias_bank is None else _per_row(self.bias_bank, rows, 3)
+        out = _matmul(flat, self.weight_bank, bias, rows, self.transposed)
+        return out.view(*x.shape[:-1], out.shape[-1])
+
+
+class BankedEmbedding(nn.Module):
+    def __init__(self, weight: torch.Tensor):
+        super().__init__()
+        self.weight_bank = weight
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        # Position ids come as one row [1, T] shared by all variants; the row index broadcasts over them.
+        rows = _rows(ids.shape[0], shared=True)
+        return self.weight_bank[rows.index.view(-1, *[1] * (ids.dim() - 1)), ids]
+
+
+class BankedLayerNorm(nn.Module):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, normalized_shape, eps: float):
+        super().__init__()
+        self.weight_bank, self.bias_bank, self.normalized_shape, self.eps = weight, bias, normalized_shape, eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # One fused layer_norm per row, as nn.LayerNorm computes it: normalising first and scaling after would
+        # round twice more, and in bfloat16 that alone changed greedy answers.
+        rows = _rows(x.shape[0])
+        weight = _per_row(self.weight_bank, rows, 2)
+        bias = None if self.bias_bank is None else _per_row(self.bias_bank, rows, 2)
+        return torch.stack([F.layer_norm(x[r], self.normalized_shape, weight[r], None if bias is None else bias[r],
+                                         self.eps) for r in range(len(rows))])
+
+
+class BankedRMSNorm(nn.Module):
+    """LlamaRMSNorm's forward, step for step, with each row's weight."""
+
+    def __init__(self, weight: torch.Tensor, eps: float):
+        super().__init__()
+        self.weight_bank, self.eps = weight, eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = _rows(x.shape[0])
+        input_dtype = x.dtype
+        hidden = x.to(torch.float32)
+        variance = hidden.pow(2).mean(-1, keepdim=True)
+        hidden = hidden * torch.rsqrt(variance + self.eps)
+        return _per_row(self.weight_bank, rows, x.dim()) * hidden.to(input_dtype)
+
+
+def _embedding(module: nn.Embedding, bank: dict[str, torch.Tensor]) -> nn.Module:
+    if module.max_norm is not None:  # its forward renormalises the weight in place
+        raise UnsupportedModel("nn.Embedding with max_norm")
+    return BankedEmbedding(bank["weight"])
+
+
+def _layer_norm(module: nn.LayerNorm, bank: dict[str, torch.Tensor]) -> nn.Module:
+    return BankedLayerNorm(bank["weight"], bank.get("bias"), module.normalized_shape, module.eps)
+
+
+# Exact module types only: a subclass may compute something else with the same parameters.
+BANKED: dict[type, Callable[[nn.Module, dict[str, torch.Tensor]], nn.Module]] = {
+    nn.Linear: lambda m, bank: BankedLinear(bank["weight"], bank.get("bias"), transposed=True),
+    Conv1D: lambda m, bank: BankedLinear(bank["weight"], bank.get("bias"), transposed=False),
+    nn.Embedding: _embedding,
+    nn.LayerNorm: _layer_norm,
+    LlamaRMSNorm: lambda m, bank: BankedRMSNorm(bank["weight"], m.variance_epsilon),
+}
+
+_models: weakref.WeakKeyDictionary[WeightBank, PreTrainedModel | str] = weakref.WeakKeyDictionary()
+_models_lock = threading.Lock()
+
+
+def batched_model(bank: WeightBank) -> PreTrainedModel:
+    """The bank's model with banked layers, built once per bank; raises UnsupportedModel saying which module."""
+    with _models_lock:
+        if bank not in _models:
+            try:
+                _models[bank] = _build(bank)
+            except UnsupportedModel as err:
+                _models[bank] = str(err)
+        found = _models[bank]
+    if isinstance(found, str):
+        raise UnsupportedModel(found)
+    return found
+
+
+def _build(bank: WeightBank) -> PreTrainedModel:
+    template = bank.template
+    names = {id(p): n for n, p in template.named_parameters()}
+    # Share, never copy, the template's parameters and buffers while copying its structure; the parameterised
+    # submodules are then replaced, so the batched model holds no parameter of its own.
+    memo = {id(p): p for p in template.parameters()}
+    memo.update({id(b): b for b in template.buffers()})
+    model = copy.deepcopy(template, memo).eval()
+    for path, module in list(model.named_modules()):
+        own = dict(module.named_parameters(recurse=False))
+        if not own:
+            continue
+        make = BANKED.get(type(module))
+        if make is None or not path:
+            raise UnsupportedModel(f"{path or 'the model itself'} ({type(module).__name__}) holds parameters "
+                                   f"{sorted(own)} and has no banked version in models/batched.py")
+        try:
+            banked = make(module, {attr: bank.tensors[names[id(p)]] for attr, p in own.items()})
+        except UnsupportedModel as err:
+            raise UnsupportedModel(f"{path}: {err}") from None
+        model.set_submodule(path, banked)
+    return model

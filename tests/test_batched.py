@@ -1,0 +1,102 @@
+"""The batched forward: one row per variant gives each variant's own logits, with no copy of the weights."""
+
+import logging
+
+import pytest
+import torch
+from torch import nn
+
+from models import batched
+from models.batched import BankedLinear, Rows, UnsupportedModel, batched_model, selected_rows
+from models.generation import GenerationSettings, generate
+from tests.test_bank import ARCHS, PROMPT, logits, one_thread, tiny_bank, tiny_model  # noqa: F401 (one_thread: autouse)
+
+
+def batched_logits(bank, variants, ids=PROMPT) -> torch.Tensor:
+    model = batched_model(bank)
+    with selected_rows(Rows([bank.index(v) for v in variants], bank.device)), torch.no_grad():
+        return model(torch.tensor([ids] * len(variants))).logits
+
+
+SELECTIONS = [
+    ("base", "model1", "model2", "soup", "slerp", "ties"),  # the whole bank
+    ("model2", "soup", "slerp"),  # consecutive slices: read as one view
+    ("model1", "slerp"),  # not consecutive
+    ("ties", "base", "soup"),  # out of bank order
+    ("slerp",),
+]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("products", ["per row", "per run"])  # per run: one bmm per run of slices, as on GPUs
+@pytest.mark.parametrize("variants", SELECTIONS)
+def test_each_row_computes_its_own_variant(arch, products, variants, monkeypatch):
+    if products == "per run":
+        monkeypatch.setattr(batched, "ONE_PRODUCT_PER_ROW", set())
+    bank, _ = tiny_bank(arch)
+    for ids in (PROMPT, PROMPT[:1]):  # on CPU a single token per row takes one product per row
+        out = batched_logits(bank, variants, ids)
+        for row, variant in enumerate(variants):
+            assert torch.allclose(out[row], logits(bank.module(variant), ids), atol=1e-5), variant
+        if len(variants) > 1:
+            assert not torch.allclose(out[0], out[1], atol=1e-2)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_batched_model_reads_the_bank_itself(arch):
+    bank, _ = tiny_bank(arch)
+    model = batched_model(bank)
+    assert list(model.parameters()) == []
+    heads = [m for name, m in model.named_modules() if name == "lm_head"]
+    assert isinstance(heads[0], BankedLinear)
+    expected = "lm_head.weight" if arch == "llama-untied" else next(iter(bank.tensors))
+    assert heads[0].weight_bank is bank.tensors[expected]
+    assert batched_model(bank) is model  # built once per bank
+
+    before = batched_logits(bank, ["soup", "slerp"])
+    for view in bank.slice("soup").values():
+        view.mul_(0.5)  # a merge writing in place
+    after = batched_logits(bank, ["soup", "slerp"])
+    assert not torch.allclose(after[0], before[0], atol=1e-3)
+    assert torch.equal(after[1], before[1])
+
+
+def test_batched_model_refuses_to_run_without_a_selection():
+    bank, _ = tiny_bank("gpt2")
+    with pytest.raises(RuntimeError, match="outside selected_rows"):
+        batched_model(bank)(torch.tensor([PROMPT]))
+    with selected_rows(Rows([1, 2], "cpu")), pytest.raises(RuntimeError, match="3 rows but 2 variants"):
+        batched_model(bank)(torch.tensor([PROMPT] * 3))
+
+
+class ScaledHead(nn.Linear):
+    """A head type the batched forward does not know."""
+
+
+def test_unknown_parameterised_module_falls_back_to_one_thread_per_variant(caplog):
+    template = tiny_model("llama-untied")
+    head = ScaledHead(32, 100, bias=False)
+    head.weight = template.lm_head.weight
+    template.lm_head = head
+    bank, _ = tiny_bank("llama-untied", template)
+
+    with pytest.raises(UnsupportedModel, match=r"lm_head \(ScaledHead\) holds parameters \['weight'\]"):
+        batched_model(bank)
+    settings = GenerationSettings(max_new_tokens=6, greedy=True)
+    with caplog.at_level(logging.WARNING, logger="models.generation"):
+        fallback = generate(bank, ["model1", "soup"], PROMPT, settings, {}, batched=True)
+    assert "lm_head (ScaledHead)" in caplog.text
+    threads = generate(bank, ["model1", "soup"], PROMPT, settings, {}, batched=False)
+    assert {v: r.token_ids for v, r in fallback.items()} == {v: r.token_ids for v, r in threads.items()}
+    assert fallback["model1"].token_ids != fallback["soup"].token_ids
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_generating_with_one_product_per_run_matches_each_variant_alone(arch, monkeypatch):
+    monkeypatch.setattr(batched, "ONE_PRODUCT_PER_ROW", set())
+    bank, _ = tiny_bank(arch)
+    settings = GenerationSettings(max_new_tokens=8, greedy=True)
+    variants = ["ties", "model1", "model2"]  # runs of slices (1, 2) and (5)
+    together = generate(bank, variants, PROMPT, settings, {})
+    alone = generate(bank, variants, PROMPT, settings, {}, batched=False)
+    assert {v: r.token_ids for v, r in together.items()} == {v: r.token_ids for v, r in alone.items()}
