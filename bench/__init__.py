@@ -1,0 +1,1 @@
+"""Benchmarks: python -m bench.merge, python -m bench.generate."""
