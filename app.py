@@ -519,6 +519,7 @@ def parse_args(argv=None):
     p.add_argument("--model2", help="second fine-tune (env HARMAN_MODEL2)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 … (default: CUDA when present)")
     p.add_argument("--dtype", help="float32, bfloat16 or float16 (default: bf16/fp16 on CUDA, fp32 on CPU)")
+    p.add_argument("--device-map", help="accelerate device map (e.g. auto) to spread a model too big for one device")
     p.add_argument("--allow-pickle", action="store_true", default=None,
                    help="also load pickled .bin weights (they can run code: only for checkpoints you trust)")
     p.add_argument("--trust-remote-code", action="store_true", default=None)
@@ -545,7 +546,8 @@ def load_model_set(args):
     from models import model_set, presets
 
     overrides = {"base": args.base, "model1": args.model1, "model2": args.model2, "device": args.device,
-                 "dtype": args.dtype, "allow_pickle": args.allow_pickle, "trust_remote_code": args.trust_remote_code}
+                 "dtype": args.dtype, "device_map": args.device_map, "allow_pickle": args.allow_pickle,
+                 "trust_remote_code": args.trust_remote_code}
     preset = presets.load(args.preset, overrides=overrides)
     return model_set.load(preset)
 
