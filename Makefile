@@ -36,3 +36,5 @@ test: install-test chromium
 bench: install-test
 	$(PY) -m bench.merge
 	$(PY) -m bench.generate
+	$(PY) -m bench.sweep
+	$(PY) -m bench.startup
