@@ -50,7 +50,14 @@ def as_float32(chunk: torch.Tensor, buffer: torch.Tensor) -> torch.Tensor:
 
 
 def weighted_sum_into(out: torch.Tensor, tensors: Sequence[torch.Tensor], coefficients: Sequence[float]) -> None:
-    """out = sum_i coefficients_i * tensors_i, in float32, chunk by chunk."""
+    """out = sum_i coefficients_i * tensors_i, in float32."""
+    if all(t.dtype == torch.float32 for t in (out, *tensors)):
+        # Two or three streaming passes beat chunking here: nothing to convert, and
+        # few operations to pay a chunk's overhead for.
+        torch.mul(tensors[0], coefficients[0], out=out)
+        for tensor, coefficient in zip(tensors[1:], coefficients[1:]):
+            out.add_(tensor, alpha=coefficient)
+        return
     target = out.view(-1)
     sources = [flat(t) for t in tensors]
     buffers = scratch(target.numel(), target.device, 2)

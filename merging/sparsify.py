@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 import torch
 
 from merging.chunks import total
-from merging.selection import magnitudes, next_below, order_statistics
+from merging.selection import next_below
 
 Deltas = Callable[[], Iterator[tuple[slice, torch.Tensor]]]
 Keep = Callable[[torch.Tensor, slice], torch.Tensor]
@@ -25,50 +25,44 @@ def nothing(numel: int) -> tuple[Keep, int]:
     return (lambda chunk, span: chunk), numel
 
 
-def magnitude(source, base, buffer, density: float, rescale: bool) -> tuple[Keep, int]:
-    """The k = max(1, int(density * numel)) largest magnitudes (TIES). `buffer` is
-    float32 scratch with room for the whole tensor."""
-    numel = base.numel()
-    k = max(1, int(density * numel))
-    values = magnitudes(source, base, buffer)
-    magnitude_sum = values.sum().item() if rescale else 0.0
-    (threshold,) = order_statistics(values, [numel - k + 1])
-    bound = next_below(threshold)
-    scale = _scale(magnitude_sum, torch.hardshrink(values, bound, out=values).sum().item()) if rescale else 1.0
-
-    def keep(chunk, span):
-        torch.hardshrink(chunk, bound, out=chunk)
-        return chunk.mul_(scale) if scale != 1.0 else chunk
-
-    return keep, k
+def magnitude_ranks(numel: int, density: float) -> list[int]:
+    """TIES keeps the k = max(1, int(density * numel)) largest magnitudes: those from
+    rank numel - k + 1 up, counting from the smallest."""
+    return [numel - max(1, int(density * numel)) + 1]
 
 
-def magnitude_outliers(source, base, buffer, density: float, gamma: float, rescale: bool) -> tuple[Keep, int]:
-    """Drops the `gamma` share of largest magnitudes, then the smallest ones, to keep
-    int(density * numel) (Model Breadcrumbs)."""
-    numel = base.numel()
+def outlier_ranks(numel: int, density: float, gamma: float) -> list[int]:
+    """Model Breadcrumbs drops the `gamma` share of largest magnitudes, then the
+    smallest, keeping int(density * numel): ranks bottom + 1 .. bottom + target.
+    No ranks when it keeps nothing."""
     target = int(density * numel)
-    if target == 0:
-        return (lambda chunk, span: chunk.zero_()), 0
-    # Kept: ranks bottom + 1 .. bottom + target from the smallest.
     bottom = max(0, numel - target - int(gamma * numel))
-    values = magnitudes(source, base, buffer)
-    magnitude_sum = values.sum().item() if rescale else 0.0
-    lower, upper = order_statistics(values, [bottom + 1, bottom + target])
-    lower_bound = next_below(lower)
+    return [bottom + 1, bottom + target] if target else []
+
+
+def trim(values: torch.Tensor, ranks: list[int], bounds: list[float], magnitude_sum: float | None) -> tuple[Keep, int]:
+    """Keeps the magnitudes from bounds[0] (the value at ranks[0]) up, or up to
+    bounds[1] as well; rescales when given the sum of all magnitudes. `values` are
+    the task vector's magnitudes (scratch, in any order)."""
+    if not ranks:
+        return (lambda chunk, span: chunk.zero_()), 0
+    lower = next_below(bounds[0])
+    upper = bounds[1] if len(bounds) > 1 else None
 
     def band(chunk):
-        """Keep lower <= |x| <= upper: x minus its part beyond `upper`."""
-        beyond = torch.hardshrink(chunk, upper)
-        return torch.hardshrink(chunk, lower_bound, out=chunk).sub_(beyond)
+        """lower <= |x| (<= upper): x, less its part beyond `upper`."""
+        beyond = torch.hardshrink(chunk, upper) if upper is not None else None
+        torch.hardshrink(chunk, lower, out=chunk)
+        return chunk.sub_(beyond) if beyond is not None else chunk
 
-    scale = _scale(magnitude_sum, band(values).sum().item()) if rescale else 1.0
+    scale = 1.0 if magnitude_sum is None else _scale(magnitude_sum, band(values).sum().item())
 
     def keep(chunk, span):
         band(chunk)
         return chunk.mul_(scale) if scale != 1.0 else chunk
 
-    return keep, target
+    kept = ranks[-1] - ranks[0] + 1 if upper is not None else values.numel() - ranks[0] + 1
+    return keep, kept
 
 
 def random(deltas: Deltas, numel: int, density: float, rescale: bool, generator) -> tuple[Keep, int]:

@@ -13,6 +13,7 @@ import torch
 
 from merging import checks, sparsify
 from merging.chunks import as_float32, chunk_size, flat, spans, total
+from merging.selection import magnitudes, order_statistics
 
 # mergekit's registry: how each method sparsifies, and whether signs are voted on.
 FAMILY = {
@@ -89,24 +90,40 @@ def _sparsifiers(kind, base, tensors, densities, gammas, epsilons, rescale, seed
     numel = base.numel()
     if kind is None or min(densities) >= 1:
         return [sparsify.nothing(numel) for _ in tensors]
-    generator = _generator(seed, base.device) if kind in ("random", "della_magprune") else None
-    buffer = None
     if kind in ("magnitude", "magnitude_outliers"):
-        # Room for one whole task vector's magnitudes, for the exact selection of thresholds.
-        buffer = torch.empty(numel, dtype=torch.float32, device=base.device)
+        return _trims(kind, base, tensors, densities, gammas, rescale)
+    generator = _generator(seed, base.device)
     result = []
     for i, source in enumerate(tensors):
+        deltas = _deltas(source, base, size)
         if densities[i] >= 1:
             result.append(sparsify.nothing(numel))
-        elif kind == "magnitude":
-            result.append(sparsify.magnitude(source, base, buffer, densities[i], rescale))
-        elif kind == "magnitude_outliers":
-            result.append(sparsify.magnitude_outliers(source, base, buffer, densities[i], gammas[i], rescale))
         elif kind == "random":
-            result.append(sparsify.random(_deltas(source, base, size), numel, densities[i], rescale, generator))
+            result.append(sparsify.random(deltas, numel, densities[i], rescale, generator))
         else:
-            deltas = _deltas(source, base, size)
             result.append(sparsify.della_magprune(deltas, base.shape, densities[i], epsilons[i], rescale, generator))
+    return result
+
+
+def _trims(kind, base, tensors, densities, gammas, rescale):
+    """Magnitude trims, one task vector after another in one scratch tensor."""
+    numel = base.numel()
+    # Room for one whole task vector's magnitudes, for the exact selection of thresholds.
+    buffer = torch.empty(numel, dtype=torch.float32, device=base.device)
+    result = []
+    for source, density, gamma in zip(tensors, densities, gammas or [None] * len(tensors)):
+        if density >= 1:
+            result.append(sparsify.nothing(numel))
+            continue
+        if kind == "magnitude":
+            ranks = sparsify.magnitude_ranks(numel, density)
+        else:
+            ranks = sparsify.outlier_ranks(numel, density, gamma)
+        values = magnitudes(source, base, buffer)
+        # Summed before selection reorders them, in the order mergekit sums them.
+        magnitude_sum = values.sum().item() if rescale else None
+        bounds = order_statistics(values, ranks)
+        result.append(sparsify.trim(values, ranks, bounds, magnitude_sum))
     return result
 
 
@@ -158,44 +175,18 @@ def _combine(out, base, tensors, keeps, weights, votes, consensus, normalize, la
     buffers = [torch.empty(width, dtype=torch.float32, device=device) for _ in range(2 * count + 6)]
     vectors, signs = buffers[:count], buffers[count : 2 * count]
     base_copy, model_copy, elected, spare, mixed, divisor = buffers[2 * count :]
-    agreed, voted, conflicts = [[] for _ in tensors], [], []
+    tallies = {"voted": [], "conflicts": [], "agreed": [[] for _ in tensors]} if stats is not None else None
     for span in spans(numel, device, size):
         length = span.stop - span.start
         b = as_float32(origin[span], base_copy)
         v = [vector[:length] for vector in vectors]
-        s = [sign[:length] for sign in signs]
-        e, x, m, d = elected[:length], spare[:length], mixed[:length], divisor[:length]
+        m, d, x = mixed[:length], divisor[:length], spare[:length]
         for i, source in enumerate(sources):
             torch.sub(as_float32(source[span], model_copy), b, out=v[i])
             keeps[i](v[i], span).mul_(weights[i])
-        # The elected sign, +1 or -1: that of the weighted sum ('sum', TIES) or of
-        # the sign count ('count'); +1 where it is zero, as mergekit's `>= 0`.
-        if consensus == "count":
-            torch.sign(v[0], out=e)
-            for vector in v[1:]:
-                e.add_(torch.sign(vector, out=x))
-        else:
-            _sum_into(e, v)
-        torch.ge(e, 0, out=e).mul_(2).sub_(1)
-        # s: positive where a parent has the elected sign, negative where the other.
-        for vector, agreement in zip(v, s):
-            torch.mul(vector, e, out=agreement)
-        _minimum_into(x, s)
-        conflicts.append(torch.lt(x, 0, out=x).sum())
-        for i, (vector, agreement) in enumerate(zip(v, s)):
-            a = torch.gt(agreement, 0, out=agreement)  # mergekit's mask
-            agreed[i].append(a.sum())
-            if i == 0:
-                torch.mul(vector, a, out=m)
-            else:
-                m.addcmul_(vector, a)
-            if votes and normalize:
-                if i == 0:
-                    torch.mul(a, weights[0], out=d)
-                else:
-                    d.add_(a, alpha=weights[i])
-        # Agreeing deltas share a sign, so their sum is zero only where none is kept.
-        voted.append(torch.ne(m, 0, out=x).sum())
+        if votes or tallies is not None:
+            s = [sign[:length] for sign in signs]
+            _vote(v, s, elected[:length], x, m, d, weights, consensus, votes and normalize, tallies)
         # From here on mergekit's operations in mergekit's order, so that float32
         # rounds alike even where the base and the merged delta nearly cancel.
         if not votes:
@@ -212,9 +203,48 @@ def _combine(out, base, tensors, keeps, weights, votes, consensus, normalize, la
         else:
             target[span].copy_(m.add_(b))
     if stats is not None:
-        stats["voted"] = int(total(voted))
-        stats["conflicts"] = int(total(conflicts))
-        stats["agreed"] = [int(total(parts)) for parts in agreed]
+        stats["voted"] = int(total(tallies["voted"]))
+        stats["conflicts"] = int(total(tallies["conflicts"]))
+        stats["agreed"] = [int(total(parts)) for parts in tallies["agreed"]]
+
+
+def _vote(v, s, e, spare, mixed, divisor, weights, consensus, weigh, tallies) -> None:
+    """mergekit's sign election over one chunk of the weighted task vectors `v`.
+
+    Leaves in `mixed` the sum of the deltas with the elected sign, in `divisor` (if
+    `weigh`) the sum of their weights, and counts into `tallies` (if given) the
+    elements voted on, those with a losing sign, and each parent's agreements.
+    """
+    # The elected sign, +1 or -1: that of the weighted sum ('sum', TIES) or of
+    # the sign count ('count'); +1 where it is zero, as mergekit's `>= 0`.
+    if consensus == "count":
+        torch.sign(v[0], out=e)
+        for vector in v[1:]:
+            e.add_(torch.sign(vector, out=spare))
+    else:
+        _sum_into(e, v)
+    torch.ge(e, 0, out=e).mul_(2).sub_(1)
+    # s: positive where a parent has the elected sign, negative where the other.
+    for vector, agreement in zip(v, s):
+        torch.mul(vector, e, out=agreement)
+    if tallies is not None:
+        _minimum_into(spare, s)
+        tallies["conflicts"].append(torch.lt(spare, 0, out=spare).sum())
+    for i, (vector, agreement) in enumerate(zip(v, s)):
+        a = torch.gt(agreement, 0, out=agreement)  # mergekit's mask
+        if tallies is not None:
+            tallies["agreed"][i].append(a.sum())
+        if i == 0:
+            torch.mul(vector, a, out=mixed)
+        else:
+            mixed.addcmul_(vector, a)
+        if weigh and i == 0:
+            torch.mul(a, weights[0], out=divisor)
+        elif weigh:
+            divisor.add_(a, alpha=weights[i])
+    if tallies is not None:
+        # Agreeing deltas share a sign, so their sum is zero only where none is kept.
+        tallies["voted"].append(torch.ne(mixed, 0, out=spare).sum())
 
 
 def _minimum_into(out: torch.Tensor, vectors: list[torch.Tensor]) -> None:
