@@ -6,6 +6,7 @@ the two (a space, a newline) belongs at the end of the prompt, as the app's
 prompt format writes it.
 """
 
+import inspect
 import math
 from collections.abc import Mapping, Sequence
 
@@ -21,12 +22,16 @@ def answer_nll(
     if batch_size < 1:
         raise ValueError(f"answer_nll: batch_size={batch_size}; pass a positive batch size")
     rows = [_encode(model, tokenizer, i, p, a) for i, (p, a) in enumerate(zip(prompts, answers))]
+    # Batches of rows of similar length waste little on padding; results go back in the rows' order.
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))
     was_training = model.training
     model.eval()  # dropout would make the score random
     try:
-        results = []
-        for start in range(0, len(rows), batch_size):
-            results.extend(_batch_nll(model, tokenizer, rows[start : start + batch_size]))
+        results: list[tuple[float, int]] = [(0.0, 0)] * len(rows)
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            for i, result in zip(batch, _batch_nll(model, tokenizer, [rows[i] for i in batch])):
+                results[i] = result
         return results
     finally:
         model.train(was_training)
@@ -65,6 +70,11 @@ def _encode(model, tokenizer, index: int, prompt: str, answer: str) -> tuple[lis
     return prompt_ids + answer_ids, len(prompt_ids)
 
 
+def _keeps_logits(model) -> bool:
+    """Whether the model's forward takes transformers' `logits_to_keep` (GPT-2, Llama and most causal LMs)."""
+    return "logits_to_keep" in inspect.signature(model.forward).parameters
+
+
 @torch.inference_mode()
 def _batch_nll(model, tokenizer, rows: list[tuple[list[int], int]]) -> list[tuple[float, int]]:
     width = max(len(ids) for ids, _ in rows)
@@ -79,14 +89,22 @@ def _batch_nll(model, tokenizer, rows: list[tuple[list[int], int]]) -> list[tupl
         attention_mask[b, : len(ids)] = 1
         scored[b, prompt_len : len(ids)] = True
 
-    logits = model(input_ids=input_ids.to(model.device), attention_mask=attention_mask.to(model.device)).logits
-    predicted = scored[:, 1:].to(logits.device)  # logits[:, t] predict token t + 1
-    next_ids = input_ids[:, 1:].to(logits.device)
+    predicted = scored[:, 1:]  # logits at t predict token t + 1
+    next_ids = input_ids[:, 1:][predicted].to(model.device)
+    inputs = {"input_ids": input_ids.to(model.device), "attention_mask": attention_mask.to(model.device)}
+    if _keeps_logits(model):
+        # The head runs on the positions that predict answer tokens only: over a large vocabulary, logits of
+        # every prompt position would cost a good share of the whole pass. A boolean mask flattens the kept
+        # positions row by row, the order of next_ids.
+        keep = torch.zeros_like(scored)
+        keep[:, :-1] = predicted
+        logits = model(**inputs, logits_to_keep=keep.to(model.device)).logits
+    else:
+        logits = model(**inputs).logits[:, :-1][predicted.to(model.device)]
     # Only the scored positions go to float32: a float32 copy of all [batch, length, vocab]
     # logits would be the largest tensor of the whole pass for a large vocabulary.
-    token_nll = torch.nn.functional.cross_entropy(
-        logits[:, :-1][predicted].float(), next_ids[predicted], reduction="none"
-    )
+    token_nll = torch.nn.functional.cross_entropy(logits.float(), next_ids, reduction="none")
+    predicted = predicted.to(logits.device)
     nll = torch.zeros(len(rows), dtype=torch.float64, device=logits.device)
     nll.index_add_(0, predicted.nonzero()[:, 0], token_nll.double())
     return [(float(n), int(c)) for n, c in zip(nll.cpu(), predicted.sum(dim=1).cpu())]

@@ -112,3 +112,19 @@ def test_errors_name_the_row(model, tokenizer):
         answer_nll(model, tokenizer, ["Soru :"], [long_answer])
     with pytest.raises(ValueError, match="2 prompts but 1 answers"):
         answer_nll(model, tokenizer, PROMPTS[:2], ANSWERS[:1])
+
+
+class FullLogitsOnly(torch.nn.Module):
+    """A causal LM whose forward has no `logits_to_keep`: scoring must slice the full logits itself."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.config, self.device = inner, inner.config, inner.device
+
+    def forward(self, input_ids, attention_mask=None):
+        return self.inner(input_ids=input_ids, attention_mask=attention_mask)
+
+
+def test_models_without_logits_to_keep_score_alike(model, tokenizer):
+    kept = answer_nll(model, tokenizer, PROMPTS, ANSWERS, batch_size=3)
+    assert_same(answer_nll(FullLogitsOnly(model), tokenizer, PROMPTS, ANSWERS, batch_size=3), kept)
