@@ -10,6 +10,7 @@ models/ (loading, the weight bank, generation, the comparison pipeline), merging
 
 import argparse
 import logging
+import math
 import os
 import sys
 import threading
@@ -383,7 +384,10 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits()):
             if best is None:
                 yield pd.DataFrame(curve), "Tarama durduruldu.", None, gr.skip()
                 return
-            curve.append({"value": best[0], "perplexity": best[1], "series": "en iyi / best"})
+            # The best point as a vertical line across the plot: a one-point series would draw nothing.
+            scores = [row["perplexity"] for row in curve if math.isfinite(row["perplexity"])]
+            marker = f"en iyi / best: {best[0]:.2f}"
+            curve += [{"value": best[0], "perplexity": y, "series": marker} for y in (min(scores), max(scores))]
             note = (f"En iyi {parameter} = **{best[0]:.3f}** (perplexity {best[1]:.3f}); "
                     f"Model 1: {outcome.references['model1']:.3f}, Model 2: {outcome.references['model2']:.3f}"
                     + (" · durduruldu" if outcome.result.cancelled else ""))

@@ -209,6 +209,8 @@ def test_score_sweep_export_and_save_endpoints(measured):
     assert [r[0] for r in sweep_rows] == [0.0, 0.5, 1.0]
     best = min(sweep_rows, key=lambda r: r[1])
     assert f"**{best[0]:.3f}**" in note
+    marker = [r for r in curve["data"] if r[2].startswith("en iyi")]
+    assert {r[0] for r in marker} == {best[0]} and len(marker) == 2  # a vertical line at the best point
     recipe = client.predict("ties", *controls, api_name="/export_mergekit")
     assert "merge_method: ties" in recipe and "density: 0.5" in recipe
     status, download = client.predict("slerp", "tiny-slerp", *controls, api_name="/save_merged")

@@ -131,3 +131,29 @@ def test_question_sliders_and_shared_link(server, browser):
                "the shared page's answers")
     shared.screenshot(path=str(ARTIFACTS / "browser-shared.png"), full_page=True)
     context.close()
+
+
+def test_sweep_plots_a_curve_and_applies_its_best_point(server, browser):
+    context = browser.new_context(locale="tr-TR", viewport={"width": 1600, "height": 1400})
+    page = context.new_page()
+    page.goto(server)
+    page.locator("#keep").get_by_text("Ölç ve sakla").first.click()
+    set_slider(page, "rows", 4)  # a small held-out slice: each point is a re-merge plus a perplexity pass
+    page.get_by_role("tab", name="Tarama").click()
+    points = page.locator("#sweep_points input")
+    points.fill("3")
+    points.press("Enter")
+    page.locator("#run_sweep").click()
+    wait_until(lambda: "En iyi" in page.locator("#sweep_best").inner_text(), 300, "the sweep's best point")
+    note = page.locator("#sweep_best").inner_text()
+    best = float(note.split("slerp_t = ")[1].split()[0])
+    assert best in (0.0, 0.5, 1.0), note  # one of the 3 points
+    # The curve: the swept points, Model 1 and Model 2 as reference lines and the best point, drawn by Vega.
+    wait_until(lambda: page.locator("#sweep_plot canvas, #sweep_plot svg").count() > 0, 30, "the sweep plot")
+    page.locator("#sweep_plot").scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "browser-sweep.png"), full_page=True)
+
+    page.locator("#apply_best").click()
+    wait_until(lambda: float(page.locator("#slerp_t input[type=number]").input_value()) == best, 30,
+               "the SLERP slider at the best point")
+    context.close()
