@@ -4,7 +4,7 @@ selected variant.
 The loaded Hugging Face model keeps its own code for everything without parameters (attention, positions, KV
 cache, masks) and runs it on a batch of rows. Only the submodules that hold parameters are swapped for banked
 versions, which read each row's slice of the bank in place: a linear layer multiplies every row by its own slice
-(one batched matmul per run of consecutive slices, or one product per row when decoding on CPU; see _matmul).
+(one batched matmul per run of consecutive slices; see _matmul).
 Which slice each row reads is set with ``selected_rows()``, in a context variable, so one batched model serves
 concurrent requests with different selections.
 """
@@ -98,33 +98,31 @@ def _per_row(bank: torch.Tensor, rows: Rows, ndim: int) -> torch.Tensor:
     return rows.view((id(bank), "vector", ndim), make)
 
 
-# Device types where a decoding step (one token per row) gives each row its own matrix-vector product instead of
-# one batched product per run of rows. On CPU, a matrix-vector product stays on one core, while torch.bmm splits
-# the batch over the threads, and on 2 busy cores every such split waited for the other core: bmm read the
-# weights at 1.4-4 GB/s, one product per row at 8 GB/s. With several tokens per row (the prompt) the products
-# are compute-bound and split over the threads anyway, so there one bmm per run, which splits once, took 8 ms
-# where five products took 19-80 ms. On a GPU one kernel per run is the fast way for both.
-ONE_PRODUCT_PER_ROW = {"cpu"}
+# Device types where a decoding step (one token per row) multiplies nn.Linear's weight [out, in] by the token as a
+# column, W @ x^T, reading the weight in the order it is stored. The other way round, x @ W^T, reads it through a
+# transposed view: on the 2-core CPU that read 12-20 GB/s where W @ x^T read 18-30 GB/s (a Conv1D weight [in, out]
+# is read as stored by x @ W already). With several tokens per row (the prompt) the products are compute-bound
+# and x @ W^T is as fast; on a GPU one kernel per run of rows is the fast way either way.
+STORED_ORDER_DECODE = {"cpu"}
 
 
 def _matmul(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, rows: Rows,
             transposed: bool) -> torch.Tensor:
     """x [k, n, in] times each row's weight: bank [V, out, in] when transposed (nn.Linear), else [V, in, out].
 
-    Every row reads its own slice as a view of the bank; selected slices are never gathered into a new tensor,
-    which would copy every selected weight at every step and double the memory traffic that bounds decoding.
+    Every run of rows reads its slices as one view of the bank; selected slices are never gathered into a new
+    tensor, which would copy every selected weight at every step and double the memory traffic that bounds
+    decoding.
     """
+    if transposed and x.shape[1] == 1 and x.device.type in STORED_ORDER_DECODE:
+        products = []
+        for first, end, start in rows.runs:
+            w = rows.view((id(weight), "stored", start), lambda: weight[start:start + end - first])
+            column = x[first:end].mT
+            product = torch.bmm(w, column) if bias is None else torch.baddbmm(bias[first:end].mT, w, column)
+            products.append(product.view(end - first, 1, -1))  # [n, out, 1] and [n, 1, out] share one layout
+        return products[0] if len(products) == 1 else torch.cat(products)
     out = x.new_empty(x.shape[0], x.shape[1], weight.shape[-2] if transposed else weight.shape[-1])
-    if x.shape[1] == 1 and x.device.type in ONE_PRODUCT_PER_ROW:
-        per_row = rows.view((id(weight), "rows"), lambda: [
-            weight[s].t() if transposed else weight[s] for s in rows.slices])
-        outputs = out.unbind(0)
-        for r, (row, w) in enumerate(zip(x.unbind(0), per_row)):
-            if bias is None:
-                torch.mm(row, w, out=outputs[r])
-            else:
-                torch.addmm(bias[r], row, w, out=outputs[r])
-        return out
     for first, end, start in rows.runs:
         w = rows.view((id(weight), "run", start), lambda: weight[start:start + end - first].mT if transposed
                       else weight[start:start + end - first])

@@ -28,13 +28,13 @@ SELECTIONS = [
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-@pytest.mark.parametrize("products", ["per row", "per run"])  # per run: one bmm per run of slices, as on GPUs
+@pytest.mark.parametrize("products", ["stored order", "per run"])  # per run: x @ W^T for every step, as on GPUs
 @pytest.mark.parametrize("variants", SELECTIONS)
 def test_each_row_computes_its_own_variant(arch, products, variants, monkeypatch):
     if products == "per run":
-        monkeypatch.setattr(batched, "ONE_PRODUCT_PER_ROW", set())
+        monkeypatch.setattr(batched, "STORED_ORDER_DECODE", set())
     bank, _ = tiny_bank(arch)
-    for ids in (PROMPT, PROMPT[:1]):  # on CPU a single token per row takes one product per row
+    for ids in (PROMPT, PROMPT[:1]):  # on CPU a single token per row takes W @ x^T
         out = batched_logits(bank, variants, ids)
         for row, variant in enumerate(variants):
             assert torch.allclose(out[row], logits(bank.module(variant), ids), atol=1e-5), variant
@@ -93,7 +93,7 @@ def test_unknown_parameterised_module_falls_back_to_one_thread_per_variant(caplo
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_generating_with_one_product_per_run_matches_each_variant_alone(arch, monkeypatch):
-    monkeypatch.setattr(batched, "ONE_PRODUCT_PER_ROW", set())
+    monkeypatch.setattr(batched, "STORED_ORDER_DECODE", set())
     bank, _ = tiny_bank(arch)
     settings = GenerationSettings(max_new_tokens=8, greedy=True)
     variants = ["ties", "model1", "model2"]  # runs of slices (1, 2) and (5)
