@@ -14,7 +14,7 @@ import math
 import os
 import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 log = logging.getLogger("harman")
 
@@ -43,6 +43,7 @@ TEXT = {
         "sweep_points": "Nokta sayısı", "run_sweep": "Taramayı başlat", "apply_best": "En iyi noktayı uygula",
         "greedy_soup": "Açgözlü soup (greedy soup)", "diagnostics": "Tanılama", "export": "Dışa aktar",
         "export_variant": "Birleşim", "mergekit_config": "mergekit yapılandırması", "save_name": "Klasör adı",
+        "hub_repo": "Hub deposu (isteğe bağlı, HF_TOKEN ile)",
         "save": "Birleştirilmiş modeli kaydet", "download": "İndir",
     },
     "en": {
@@ -64,6 +65,7 @@ TEXT = {
         "sweep": "Sweep", "sweep_param": "Parameter", "sweep_points": "Points", "run_sweep": "Run sweep",
         "apply_best": "Apply the best point", "greedy_soup": "Greedy soup", "diagnostics": "Diagnostics",
         "export": "Export", "export_variant": "Merge", "mergekit_config": "mergekit config", "save_name": "Folder name",
+        "hub_repo": "Hub repo (optional, uses HF_TOKEN)",
         "save": "Save merged model", "download": "Download",
     },
 }
@@ -125,6 +127,7 @@ class Limits:
     max_sweep_points: int = 21
     save_dir: str = "saved"
     download_mb: int = 200  # saved merges up to this size are also offered as a zip download
+    hub_token: str | None = field(default=None, repr=False)  # the owner's HF_TOKEN: saved merges may be pushed
 
 
 def default_heldout() -> tuple[str, ...]:
@@ -295,6 +298,8 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits()):
                     recipe = gr.Code(language="yaml", label="mergekit config", elem_id="recipe")
                     with gr.Row():
                         save_name = gr.Textbox(label=i18n("save_name"), elem_id="save_name")
+                        hub_repo = gr.Textbox(label=i18n("hub_repo"), placeholder="kullanici/harman-slerp",
+                                              visible=bool(limits.hub_token), elem_id="hub_repo")
                         save_btn = gr.Button(i18n("save"), elem_id="save")
                     save_status = gr.Markdown(elem_id="save_status")
                     save_file = gr.File(label=i18n("download"))
@@ -430,11 +435,15 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits()):
             except (RequestError, ValueError) as err:
                 raise gr.Error(str(err), title="harman") from None
 
-        def save_merged(variant, name, *values):
-            """Write this column's merge as a Hugging Face checkpoint folder in the allowed directory."""
+        def save_merged(variant, name, hub_repo, *values):
+            """Write this column's merge as a Hugging Face checkpoint folder in the allowed directory; with a Hub
+            repo given (and a token configured by the owner), push it there too."""
             from pathlib import Path
 
+            hub_repo = (hub_repo or "").strip()
             try:
+                if hub_repo:
+                    saving.check_hub_repo(hub_repo, limits.hub_token)
                 specs = merge_specs(controls_from(values))
                 if variant not in specs:
                     raise RequestError(f"{variant}: no such merged column; choose an extra method first")
@@ -449,7 +458,13 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits()):
                 import shutil
 
                 download = shutil.make_archive(str(folder), "zip", folder)
-            return f"Kaydedildi: `{folder}` ({size / 2**20:.1f} MB)", download
+            status = f"Kaydedildi: `{folder}` ({size / 2**20:.1f} MB)"
+            if hub_repo:
+                try:
+                    status += f" · Hub: {saving.push_to_hub(folder, hub_repo, limits.hub_token)}"
+                except saving.PushError as err:
+                    status += f" · ⚠️ {err}"
+            return status, download
 
         def show_extra(method):
             return gr.Column(visible=bool(method))
@@ -503,7 +518,7 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits()):
         for event in (generate_event, submit_event, *release_events, sweep_event):
             event.then(show_diagnostics, None, [diagnostics, angle_plot], api_visibility="private")
         export_btn.click(export_mergekit, [export_variant, *controls], recipe, api_name="export_mergekit")
-        save_btn.click(save_merged, [export_variant, save_name, *controls], [save_status, save_file],
+        save_btn.click(save_merged, [export_variant, save_name, hub_repo, *controls], [save_status, save_file],
                        api_name="save_merged")
         stop_btn.click(None, cancels=[score_event, sweep_event], api_visibility="private")
     return page, i18n
@@ -576,7 +591,8 @@ def main(argv=None) -> int:
     from prompts import examples
 
     limits = Limits(heldout=default_heldout() + tuple(args.heldout), max_rows=args.max_rows,
-                    max_sweep_points=args.max_sweep_points, save_dir=args.save_dir)
+                    max_sweep_points=args.max_sweep_points, save_dir=args.save_dir,
+                    hub_token=os.environ.get("HF_TOKEN") or None)
     page, i18n = build_page(Comparison(models, batched=not args.no_batch), examples.questions(), limits)
     page.queue(max_size=args.queue_size, default_concurrency_limit=args.concurrency)
     auth = tuple(args.auth.split(":", 1)) if args.auth else None

@@ -3,6 +3,7 @@
 The folder holds safetensors weights, config, tokenizer, generation config and a model card with the recipe
 (the mergekit YAML that reproduces it) and the scores, if any were computed. It is written only inside the
 directory the owner allows (``--save-dir`` / ``HARMAN_SAVE_DIR``), never over an existing non-empty folder.
+Where the owner has configured a Hub token (``HF_TOKEN``), a saved folder can also be pushed to a Hub model repo.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from huggingface_hub import HfApi
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
 from safetensors.torch import save_file
 
 from merging import to_mergekit_yaml
@@ -20,6 +24,34 @@ from models import sources
 
 class SaveError(ValueError):
     pass
+
+
+class PushError(RuntimeError):
+    """The merge was saved but not pushed; the message says where the folder is."""
+
+
+def check_hub_repo(repo_id: str, token: str | None) -> None:
+    """Refuse a push before anything is written: no token configured, or a repo id the Hub would reject."""
+    if not token:
+        raise SaveError(f"pushing to {repo_id!r} needs a Hub token, and this deployment has none configured "
+                        "(the owner sets HF_TOKEN); leave the Hub repo empty to save locally only")
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        raise SaveError(f"Hub repo {repo_id!r} is not a valid repo id (owner/name): {err}") from None
+
+
+def push_to_hub(folder: Path, repo_id: str, token: str) -> str:
+    """Upload a saved folder to a private Hub model repo (made if missing); the repo's URL."""
+    api = HfApi(token=token)
+    try:
+        url = api.create_repo(repo_id, private=True, exist_ok=True, repo_type="model")
+        api.upload_folder(repo_id=repo_id, folder_path=folder, repo_type="model",
+                          commit_message=f"harman: upload {folder.name}")
+    except Exception as err:  # network, auth, quota: all leave the saved folder as it is
+        raise PushError(f"saved at {folder}, but pushing it to the Hub repo {repo_id!r} failed: {err}. The folder "
+                        f"is kept; push it later with `hf upload {repo_id} {folder}`") from None
+    return str(url)
 
 
 def mergekit_path(source: str, base_folder: str) -> str:

@@ -213,12 +213,16 @@ def test_score_sweep_export_and_save_endpoints(measured):
     assert {r[0] for r in marker} == {best[0]} and len(marker) == 2  # a vertical line at the best point
     recipe = client.predict("ties", *controls, api_name="/export_mergekit")
     assert "merge_method: ties" in recipe and "density: 0.5" in recipe
-    status, download = client.predict("slerp", "tiny-slerp", *controls, api_name="/save_merged")
+    status, download = client.predict("slerp", "tiny-slerp", "", *controls, api_name="/save_merged")
     assert "tiny-slerp" in status and download and (root / "saved" / "tiny-slerp" / "model.safetensors").is_file()
+    # No Hub token on this deployment: a push is refused before anything is written.
+    with pytest.raises(Exception, match="needs a Hub token"):
+        client.predict("slerp", "pushed", "someone/pushed", *controls, api_name="/save_merged")
+    assert not (root / "saved" / "pushed").exists()
     with pytest.raises(Exception, match="already exists and is not empty"):
-        client.predict("slerp", "tiny-slerp", *controls, api_name="/save_merged")
+        client.predict("slerp", "tiny-slerp", "", *controls, api_name="/save_merged")
     with pytest.raises(Exception, match="outside the allowed directory|use 1-100 letters"):
-        client.predict("slerp", "../escape", *controls, api_name="/save_merged")
+        client.predict("slerp", "../escape", "", *controls, api_name="/save_merged")
     with pytest.raises(Exception, match="at most 7"):
         client.predict(heldout, 3, "slerp_t", 50, *controls, api_name="/sweep")
     with pytest.raises(Exception, match="not in the list of choices|is not one this deployment offers"):

@@ -119,3 +119,65 @@ def test_greedy_soup_keeps_the_soup_only_if_it_helps(comparison, heldout):
     result = scoring.greedy_soup_of(comparison, heldout, Controls(question="q"))
     assert result.ingredients[0] == min(result.individual_scores, key=result.individual_scores.get)
     assert result.score <= min(result.individual_scores.values())
+
+
+class FakeHub:
+    """Stands in for huggingface_hub.HfApi (the Hub is out of reach here): records calls, can fail on upload."""
+
+    calls: list = []
+    fail_with: Exception | None = None
+
+    def __init__(self, token):
+        self.token = token
+
+    def create_repo(self, repo_id, **options):
+        FakeHub.calls.append(("create_repo", repo_id, self.token, options))
+        return f"https://huggingface.co/{repo_id}"
+
+    def upload_folder(self, *, repo_id, folder_path, **options):
+        if FakeHub.fail_with is not None:
+            raise FakeHub.fail_with
+        FakeHub.calls.append(("upload_folder", repo_id, self.token, sorted(p.name for p in folder_path.iterdir())))
+
+
+@pytest.fixture
+def fake_hub(monkeypatch):
+    FakeHub.calls, FakeHub.fail_with = [], None
+    monkeypatch.setattr(saving, "HfApi", FakeHub)
+    return FakeHub
+
+
+def test_push_uploads_the_saved_folder_to_a_private_repo(comparison, tmp_path, fake_hub):
+    spec = merge_specs(CASES["soup"])["soup"]
+    ms = comparison.model_set
+    with comparison.slots.reading({"soup": spec}):
+        folder = saving.save_variant(ms, "soup", tmp_path, "soup", saving.recipe_yaml(ms, spec))
+    assert saving.push_to_hub(folder, "someone/harman-soup", "hf_secret") == "https://huggingface.co/someone/harman-soup"
+    (create, repo, token, options), (upload, repo2, token2, files) = fake_hub.calls
+    assert (create, repo, token, options["private"], options["exist_ok"]) == (
+        "create_repo", "someone/harman-soup", "hf_secret", True, True)
+    assert (upload, repo2, token2) == ("upload_folder", "someone/harman-soup", "hf_secret")
+    assert {"model.safetensors", "config.json", "README.md", "mergekit_config.yml", "tokenizer.json"} <= set(files)
+
+
+def test_a_failed_push_keeps_the_saved_folder_and_says_how_to_retry(tmp_path, fake_hub):
+    folder = tmp_path / "kept"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"weights")
+    fake_hub.fail_with = ConnectionError("Name or service not known")
+    with pytest.raises(saving.PushError) as err:
+        saving.push_to_hub(folder, "someone/kept", "hf_secret")
+    message = str(err.value)
+    assert str(folder) in message and "Name or service not known" in message and "hf upload someone/kept" in message
+    assert (folder / "model.safetensors").read_bytes() == b"weights"
+
+
+@pytest.mark.parametrize("repo, token, message", [
+    ("someone/merge", None, "needs a Hub token"),
+    ("someone/merge", "", "needs a Hub token"),
+    ("not a repo id!", "hf_secret", "not a valid repo id"),
+    ("a/b/c", "hf_secret", "not a valid repo id"),
+])
+def test_bad_push_requests_are_refused_before_anything_is_written(repo, token, message):
+    with pytest.raises(saving.SaveError, match=message):
+        saving.check_hub_repo(repo, token)
