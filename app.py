@@ -313,6 +313,8 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits()):
                     ties_density2, ties_lambda, slerp_attn_schedule, slerp_mlp_schedule, extra_method, extra_density,
                     max_new_tokens, temperature, top_p, repetition_penalty, greedy, seed):
             """Answer the question with Model 1, Model 2 and every merge; stream all columns together."""
+            log.info("compare: a question of %d characters; soup %s/%s, SLERP t %s, TIES density %s",
+                     len(question or ""), soup_w1, soup_w2, slerp_t, ties_density)
             c = compare_controls(question, soup_w1, soup_w2, slerp_t, ties_density, ties_w1, ties_w2, ties_density1,
                                  ties_density2, ties_lambda, slerp_attn_schedule, slerp_mlp_schedule, extra_method,
                                  extra_density, max_new_tokens, temperature, top_p, repetition_penalty, greedy, seed)
@@ -487,10 +489,12 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits()):
                         values.append(default)
                 else:
                     values.append(query[key])
-            return values
+            return [*values, bool(query.get(LINK_KEYS[0], "").strip())]
 
-        def compare_if_shared(*values):
-            if values[0] and str(values[0]).strip():
+        def compare_if_shared(from_link, *values):
+            """Answer a shared link's question on opening. Only then: a question typed before the page finished
+            loading is the user's own and is answered by their Enter, not a second time here."""
+            if from_link:
                 yield from compare(*values)
 
         run = dict(fn=compare, inputs=controls, outputs=outputs, show_progress="hidden")
@@ -501,11 +505,14 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits()):
         ties_density.change(lambda d: (d, d), ties_density, [ties_d1, ties_d2], api_visibility="private",
                             queue=False, show_progress="hidden")
         extra_method.change(show_extra, extra_method, extra_column, api_visibility="private", queue=False)
-        stop_btn.click(None, cancels=[generate_event, submit_event, *release_events], api_visibility="private")
         copy_btn.click(None, inputs=controls, outputs=link, js=COPY_LINK_JS % list(LINK_KEYS),
                        api_visibility="private")
-        page.load(restore, None, controls, api_visibility="private", queue=False).then(
-            compare_if_shared, controls, outputs, api_visibility="private", show_progress="hidden")
+        opened_with_question = gr.State(False)
+        shared_event = page.load(restore, None, [*controls, opened_with_question], api_visibility="private",
+                                 queue=False).then(compare_if_shared, [opened_with_question, *controls], outputs,
+                                                   api_visibility="private", show_progress="hidden")
+        stop_btn.click(None, cancels=[generate_event, submit_event, *release_events, shared_event],
+                       api_visibility="private")
 
         measure = [heldout, rows]
         score_event = score_btn.click(score, [*measure, *controls], [score_table, score_plot], api_name="score")
