@@ -8,8 +8,9 @@ Random weights with the model's shapes: a base and two fine-tunes (base plus 10%
 noise), merged into a fourth set of tensors in place. The floor is one
 torch.add(a, b, out=c) over every tensor, timed in turn with each method's
 merges; mergekit's own tensor functions (merge_tensors, float32) run on the same
-tensors when mergekit is installed. Each figure is the fastest of --repeats rounds
-(mergekit: one round), which evens out other load on a shared machine.
+tensors when mergekit is installed. Each time is the fastest of --repeats rounds
+(mergekit: one round), which evens out other load on a shared machine; x_floor is
+the median of per-round ratios, each merge against the floor passes around it.
 
 `ms` is a re-merge with new parameters, the app's case: the parents' per-tensor
 statistics (norms, dot products) are already known. `cold_ms` measures them too.
@@ -18,6 +19,7 @@ Prints one JSON line per method.
 
 import argparse
 import json
+import statistics
 import time
 
 import torch
@@ -120,17 +122,24 @@ def mergekit_parameters(spec: dict) -> dict:
 
 
 def measure(method: str, base, models, dest, args, have_mergekit: bool) -> dict:
-    """Rounds of floor, re-merge and cold merge in turn, so that all three see the
-    same load; the fastest of each."""
+    """Rounds of floor, re-merge, floor and cold merge in turn, so that all see the same load; the fastest of each.
+
+    On a shared machine the memory bandwidth the floor measures moves by 2x within a minute, so the ratio is taken
+    per round, each re-merge against the mean of the floor passes just before and after it, and the median of
+    those is reported (x_floor); x_floor_of_fastest divides the fastest re-merge by the fastest floor.
+    """
     spec = MergeSpec.from_dict(SPECS[method])
     layers = SHAPES[args.shapes]["layers"]
     parents = {}
     merge_model(dest, base, models, spec, layers, parents=parents)  # measures the parents once
-    floor_ms = ms = cold_ms = float("inf")
+    floors, merges, cold = [], [], []
+    floors.append(timed(lambda: floor(base, models, dest), args.device))
     for _ in range(args.repeats):
-        floor_ms = min(floor_ms, timed(lambda: floor(base, models, dest), args.device))
-        ms = min(ms, timed(lambda: merge_model(dest, base, models, spec, layers, parents=parents), args.device))
-        cold_ms = min(cold_ms, timed(lambda: merge_model(dest, base, models, spec, layers), args.device))
+        merges.append(timed(lambda: merge_model(dest, base, models, spec, layers, parents=parents), args.device))
+        floors.append(timed(lambda: floor(base, models, dest), args.device))
+        cold.append(timed(lambda: merge_model(dest, base, models, spec, layers), args.device))
+    ratios = [m / ((before + after) / 2) for m, before, after in zip(merges, floors, floors[1:])]
+    floor_ms, ms, cold_ms = min(floors), min(merges), min(cold)
     mergekit_ms = None
     if have_mergekit:
         parameters = mergekit_parameters(SPECS[method])
@@ -139,7 +148,7 @@ def measure(method: str, base, models, dest, args, have_mergekit: bool) -> dict:
         "method": method, "shapes": args.shapes, "parameters": sum(t.numel() for t in dest.values()),
         "device": args.device, "dtype": args.dtype, "threads": torch.get_num_threads(),
         "ms": round(ms, 1), "cold_ms": round(cold_ms, 1), "floor_ms": round(floor_ms, 1),
-        "x_floor": round(ms / floor_ms, 2),
+        "x_floor": round(statistics.median(ratios), 2), "x_floor_of_fastest": round(ms / floor_ms, 2),
         "mergekit_ms": round(mergekit_ms, 1) if mergekit_ms is not None else None,
         "x_faster_than_mergekit": round(mergekit_ms / ms, 1) if mergekit_ms is not None else None,
     }
