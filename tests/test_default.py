@@ -55,3 +55,22 @@ def test_adapter_cards_record_their_data_and_losses():
         assert record["loss"]["finetune"]["heldout"] < record["loss"]["base"]["heldout"]
         config = json.loads((finetune.ADAPTERS / task / "adapter_config.json").read_text(encoding="utf-8"))
         assert config["base_model_name_or_path"] == finetune.BASE_SOURCE  # no machine paths
+
+
+def test_default_columns_answer_alike_batched_and_alone(default_set):
+    """Greedy answers of all five columns in one batch equal each variant's own module generating alone."""
+    from models.comparison import Comparison
+    from models.requests import Controls, merge_specs
+
+    comparison = Comparison(default_set)
+    ms = default_set
+    columns = ["model1", "model2", "soup", "slerp", "ties"]
+    specs = {c: s for c, s in merge_specs(Controls(question="q", ties_density=0.7)).items() if c in columns}
+    prompt = formats.build("chat_template", "Türkiye'nin en uzun nehri hangisidir?", ms.tokenizer, ms.max_context, 16)
+    settings = GenerationSettings(max_new_tokens=16, greedy=True, eos_token_ids=prompt.eos_token_ids)
+    with comparison.slots.reading(specs):
+        together = generate(ms.bank, columns, prompt.ids, settings, {}, tokenizer=ms.tokenizer)
+        alone = {c: generate(ms.bank, [c], prompt.ids, settings, {}, batched=False, tokenizer=ms.tokenizer)[c]
+                 for c in columns}
+    assert {c: r.token_ids for c, r in together.items()} == {c: r.token_ids for c, r in alone.items()}
+    assert together["model1"].token_ids != together["model2"].token_ids  # the columns are not all one answer
