@@ -5,7 +5,9 @@ after the first reads from cache rather than memory, and scratch space is a few
 chunks instead of a few copies of the largest tensor.
 """
 
+import threading
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 
@@ -29,6 +31,30 @@ def scratch(numel: int, device: torch.device, count: int = 1) -> list[torch.Tens
     """`count` float32 buffers big enough for one chunk of a `numel`-element tensor."""
     size = min(numel, chunk_size(device))
     return [torch.empty(size, dtype=torch.float32, device=device) for _ in range(count)]
+
+
+_whole = {"buffer": None, "lock": threading.Lock()}
+
+
+@contextmanager
+def whole_scratch(numel: int, device: torch.device) -> Iterator[torch.Tensor]:
+    """float32 scratch for a whole tensor, held for the block.
+
+    On CPU one buffer, grown to the largest tensor asked for, serves merge after merge: a fresh allocation of an
+    embedding-sized buffer comes from the kernel as untouched pages, and faulting them in cost ~25 ms at every
+    TIES merge of the default model. A merge that finds it in use (another thread merging) gets its own. GPUs
+    reuse memory through torch's caching allocator already.
+    """
+    if device.type != "cpu" or not _whole["lock"].acquire(blocking=False):
+        yield torch.empty(numel, dtype=torch.float32, device=device)
+        return
+    try:
+        if _whole["buffer"] is None or _whole["buffer"].numel() < numel:
+            _whole["buffer"] = None  # let the old one go before the new one is made
+            _whole["buffer"] = torch.empty(numel, dtype=torch.float32)
+        yield _whole["buffer"][:numel]
+    finally:
+        _whole["lock"].release()
 
 
 def flat(tensor: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,7 @@ import numpy
 import torch
 
 from merging import checks, sparsify
-from merging.chunks import as_float32, chunk_size, flat, spans, total
+from merging.chunks import as_float32, chunk_size, flat, spans, total, whole_scratch
 from merging.selection import magnitudes, order_statistics
 
 # mergekit's registry: how each method sparsifies, and whether signs are voted on.
@@ -108,22 +108,23 @@ def _sparsifiers(kind, base, tensors, densities, gammas, epsilons, rescale, seed
 def _trims(kind, base, tensors, densities, gammas, rescale):
     """Magnitude trims, one task vector after another in one scratch tensor."""
     numel = base.numel()
-    # Room for one whole task vector's magnitudes, for the exact selection of thresholds.
-    buffer = torch.empty(numel, dtype=torch.float32, device=base.device)
     result = []
-    for source, density, gamma in zip(tensors, densities, gammas or [None] * len(tensors)):
-        if density >= 1:
-            result.append(sparsify.nothing(numel))
-            continue
-        if kind == "magnitude":
-            ranks = sparsify.magnitude_ranks(numel, density)
-        else:
-            ranks = sparsify.outlier_ranks(numel, density, gamma)
-        values = magnitudes(source, base, buffer)
-        # Summed before selection reorders them, in the order mergekit sums them.
-        magnitude_sum = values.sum().item() if rescale else None
-        bounds = order_statistics(values, ranks)
-        result.append(sparsify.trim(values, ranks, bounds, magnitude_sum))
+    # Room for one whole task vector's magnitudes, for the exact selection of thresholds; a trim keeps only its
+    # thresholds, so the buffer is free again when this returns.
+    with whole_scratch(numel, base.device) as buffer:
+        for source, density, gamma in zip(tensors, densities, gammas or [None] * len(tensors)):
+            if density >= 1:
+                result.append(sparsify.nothing(numel))
+                continue
+            if kind == "magnitude":
+                ranks = sparsify.magnitude_ranks(numel, density)
+            else:
+                ranks = sparsify.outlier_ranks(numel, density, gamma)
+            values = magnitudes(source, base, buffer)
+            # Summed before selection reorders them, in the order mergekit sums them.
+            magnitude_sum = values.sum().item() if rescale else None
+            bounds = order_statistics(values, ranks)
+            result.append(sparsify.trim(values, ranks, bounds, magnitude_sum))
     return result
 
 

@@ -337,3 +337,17 @@ def test_merging_into_parameters_that_require_grad_works_in_place():
     views = {k: p.data for k, p in dest.items()}
     merge_model(dest, base, [first, second], MergeSpec("ties", {"weight": 0.5, "density": 0.5}), LAYERS)
     assert all(not torch.equal(views[k], torch.zeros_like(views[k])) for k in dest)
+
+
+def test_whole_tensor_scratch_is_reused_grown_and_never_shared():
+    from merging.chunks import whole_scratch
+
+    cpu = torch.device("cpu")
+    with whole_scratch(1000, cpu) as first:
+        pointer = first.data_ptr()
+        with whole_scratch(1000, cpu) as nested:  # held: a second merge gets its own buffer
+            assert nested.data_ptr() != pointer
+    with whole_scratch(500, cpu) as again:
+        assert again.data_ptr() == pointer and again.numel() == 500
+    with whole_scratch(4000, cpu) as grown:
+        assert grown.numel() == 4000
