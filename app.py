@@ -106,7 +106,8 @@ def column_title(name: str, model_set, controls) -> str:
 
 
 def column_footer(column) -> str:
-    """Tokens, speed and merge time under a column; "bitti" marks a finished answer."""
+    """Tokens, speed and merge time under a column, and the merge's diagnostics in brief; "bitti" marks a
+    finished answer."""
     if column is None:
         return ""
     parts = [f"{column.n_tokens} token", f"{column.tokens_per_second:.1f} token/s"]
@@ -116,7 +117,28 @@ def column_footer(column) -> str:
         parts.append(f"birleştirme {column.merge_ms:.0f} ms" if column.merge_ms else "birleştirme yok (aynı ayar)")
     if column.done:
         parts.append("durduruldu" if column.finish_reason == "stopped" else "bitti")
-    return " · ".join(parts)
+    brief = brief_diagnostics(column.report)
+    return " · ".join(parts) + (f"\n\n<small>{brief}</small>" if brief else "")
+
+
+def brief_diagnostics(report) -> str:
+    """One line of the figures that explain a merged column (the Diagnostics tab has them all)."""
+    if report is None:
+        return ""
+    if report.slerp_fallback_share is not None:
+        angles = list((report.slerp_angle_by_layer or {}).values())
+        mean = f", ortalama açı {sum(angles) / len(angles):.2f}°" if angles else ""
+        return f"doğrusala düşen tensör %{100 * report.slerp_fallback_share:.0f}{mean}"
+    if report.kept_fraction is not None:
+        parts = [f"tutulan %{100 * report.kept_fraction:.0f}"]
+        if report.sign_conflict_fraction is not None:
+            parts.append(f"işaret çatışması %{100 * report.sign_conflict_fraction:.0f}")
+        if report.parent_sign_share:
+            parts.append("seçilen işarete uyan M1/M2 " + "/".join(f"%{100 * x:.0f}" for x in report.parent_sign_share))
+        return " · ".join(parts)
+    if report.distance_to_parents:
+        return "uzaklık M1/M2 " + "/".join(f"{x:.3f}" for x in report.distance_to_parents)
+    return ""
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ class Column:
     reused: bool = False  # the answer came from the cache
     done: bool = False
     finish_reason: str = ""
-    report: object = None  # the merge engine's diagnostics, when this request merged
+    report: object = None  # the merge engine's diagnostics of the weights this answer came from
 
     @property
     def tokens_per_second(self) -> float:
@@ -106,7 +106,9 @@ class Comparison:
         with self.slots.reading(specs) as reports:
             for column, report in reports.items():
                 snapshot.columns[column].merge_ms = getattr(report, "ms", None) if report is not None else 0.0
-                snapshot.columns[column].report = report
+                # No merge (the slot held this spec already): the slot's weights are those of its last merge,
+                # which no other request can redo while this one reads them.
+                snapshot.columns[column].report = report if report is not None else self.last_reports.get(column)
             yield from self._stream(snapshot, pending, prompt.ids, settings, stop_event)
         for column in pending:
             done = snapshot.columns[column]
@@ -168,6 +170,6 @@ class Comparison:
 
     def _remember(self, key, column: Column) -> None:
         with self._answers_lock:
-            self._answers[key] = replace(column, report=None)
+            self._answers[key] = replace(column)  # the report too: a cached answer still shows why
             while len(self._answers) > ANSWER_CACHE_SIZE:
                 self._answers.popitem(last=False)

@@ -102,6 +102,11 @@ def test_unchanged_columns_are_reused_not_regenerated(served):
     for name in ("model1", "model2", "soup", "ties"):
         assert "önbellekten" in footers[name], (name, footers[name])
     assert "önbellekten" not in footers["slerp"] and "birleştirme" in footers["slerp"]
+    # Each merged column says in brief why it answers as it does, also when its answer came from the cache.
+    assert "doğrusala düşen tensör %" in footers["slerp"] and "ortalama açı" in footers["slerp"]
+    assert "tutulan %" in footers["ties"] and "seçilen işarete uyan M1/M2 %" in footers["ties"]
+    assert "uzaklık M1/M2 0." in footers["soup"]
+    assert "<small>" not in footers["model1"]
 
 
 def test_two_clients_with_different_t_each_get_what_they_get_alone(served):
