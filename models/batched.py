@@ -228,6 +228,11 @@ def batched_model(bank: WeightBank) -> PreTrainedModel:
 
 
 def _build(bank: WeightBank) -> PreTrainedModel:
+    devices = sorted({str(t.device) for t in bank.tensors.values()})
+    if len(devices) > 1:
+        # Rows select their slices with one index tensor and one batch runs layer after layer on one device.
+        raise UnsupportedModel(f"the model is spread over {', '.join(devices)} (device_map); batched decoding "
+                               "needs every weight on one device")
     template = bank.template
     names = {id(p): n for n, p in template.named_parameters()}
     # Share, never copy, the template's parameters and buffers while copying its structure; the parameterised

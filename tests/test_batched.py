@@ -91,6 +91,15 @@ def test_unknown_parameterised_module_falls_back_to_one_thread_per_variant(caplo
     assert fallback["model1"].token_ids != fallback["soup"].token_ids
 
 
+def test_a_model_spread_over_devices_is_not_batched():
+    bank, _ = tiny_bank("gpt2")
+    name = next(iter(bank.tensors))
+    # As a device_map would leave it: one weight elsewhere (the meta device stands in for a second GPU).
+    bank.tensors[name] = torch.empty(bank.tensors[name].shape, device="meta")
+    with pytest.raises(UnsupportedModel, match=r"spread over cpu, meta \(device_map\)"):
+        batched_model(bank)
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 def test_generating_with_one_product_per_run_matches_each_variant_alone(arch, monkeypatch):
     monkeypatch.setattr(batched, "STORED_ORDER_DECODE", set())
