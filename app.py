@@ -416,7 +416,8 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits()):
             # The best point as a vertical line across the plot: a one-point series would draw nothing.
             scores = [row["perplexity"] for row in curve if math.isfinite(row["perplexity"])]
             marker = f"en iyi / best: {best[0]:.2f}"
-            curve += [{"value": best[0], "perplexity": y, "series": marker} for y in (min(scores), max(scores))]
+            if scores:  # every score NaN (diverged merges and parents alike) leaves nothing to mark
+                curve += [{"value": best[0], "perplexity": y, "series": marker} for y in (min(scores), max(scores))]
             note = (f"En iyi {parameter} = **{best[0]:.3f}** (perplexity {best[1]:.3f}); "
                     f"Model 1: {outcome.references['model1']:.3f}, Model 2: {outcome.references['model2']:.3f}"
                     + (" · durduruldu" if outcome.result.cancelled else ""))
