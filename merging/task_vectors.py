@@ -71,6 +71,9 @@ def prepare(
     out = checks.output(name, out, [base, *tensors])
 
     def run(stats: dict | None) -> None:
+        if kind in UNTOUCHED_SHORTCUT and all(torch.equal(t, base) for t in tensors):
+            _untouched(out, base, densities, gammas, kind, count, stats)
+            return
         size = chunk_size(base.device)
         if kind == "della_magprune":
             size = sparsify.della_rows(base.shape, size)
@@ -82,6 +85,30 @@ def prepare(
             stats["kept"] = [survivors for _, survivors in sparsifiers]
 
     return out, run
+
+
+# Sparsifications whose survivor count does not depend on the values, so a tensor that no fine-tune changed can
+# skip the work (a LoRA pair leaves embeddings and norms as they were: a fifth of the default model).
+UNTOUCHED_SHORTCUT = (None, "magnitude", "magnitude_outliers")
+
+
+def _untouched(out, base, densities, gammas, kind, count, stats) -> None:
+    """Every task vector is zero: every method of the family gives the base exactly (mergekit's sign vote keeps
+    nothing and divides by 1), and the diagnostics are what the full pass would count."""
+    out.copy_(base)
+    if stats is None:
+        return
+    numel = base.numel()
+    kept = []
+    for i in range(count):
+        if kind is None or densities[i] >= 1:
+            kept.append(numel)
+        elif kind == "magnitude":
+            kept.append(numel - sparsify.magnitude_ranks(numel, densities[i])[0] + 1)
+        else:
+            ranks = sparsify.outlier_ranks(numel, densities[i], gammas[i])
+            kept.append(ranks[-1] - ranks[0] + 1 if ranks else 0)
+    stats.update(numel=numel, kept=kept, voted=0, conflicts=0, agreed=[0] * count)
 
 
 def _sparsifiers(kind, base, tensors, densities, gammas, epsilons, rescale, seed, size):

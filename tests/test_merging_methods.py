@@ -255,3 +255,26 @@ def test_order_statistics_are_exact(ranks):
     values[::7] = values[3]  # ties too
     ordered = values.sort().values
     assert order_statistics(values.clone(), ranks) == [ordered[rank - 1].item() for rank in ranks]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("method, parameters", [
+    ("ties", {"weight": [0.7, 0.4], "density": 0.3}),
+    ("breadcrumbs", {"weight": 0.5, "density": 0.6, "gamma": 0.1}),
+    ("breadcrumbs_ties", {"weight": [1.0, 0.5], "density": 0.4}),
+    ("task_arithmetic", {"weight": [0.3, 0.9], "lambda_": 1.5}),
+])
+def test_tensors_no_fine_tune_changed_give_the_base_and_the_same_diagnostics(method, parameters, dtype, monkeypatch):
+    from merging import task_vectors
+
+    generator = torch.Generator().manual_seed(7)
+    base = torch.randn(64, 48, generator=generator).to(dtype)
+    untouched = [base.clone(), base.clone()]
+    fast_stats, full_stats = {}, {}
+    fast = getattr(merging, method)(base, untouched, stats=fast_stats, **parameters)
+    monkeypatch.setattr(task_vectors, "UNTOUCHED_SHORTCUT", ())
+    full = getattr(merging, method)(base, untouched, stats=full_stats, **parameters)
+    assert torch.equal(fast, base.float()) and torch.equal(full, fast)
+    assert fast_stats == full_stats
+    theirs = mergekit_merge(method, [base, *untouched], {k.rstrip("_"): v for k, v in parameters.items()}, base_index=0)
+    assert torch.equal(theirs.float(), fast)
