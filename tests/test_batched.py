@@ -109,3 +109,42 @@ def test_generating_with_one_product_per_run_matches_each_variant_alone(arch, mo
     together = generate(bank, variants, PROMPT, settings, {})
     alone = generate(bank, variants, PROMPT, settings, {}, batched=False)
     assert {v: r.token_ids for v, r in together.items()} == {v: r.token_ids for v, r in alone.items()}
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("copies, expected", [
+    (["model1", "model2", "soup", "slerp", "ties"], [0, 1, 2, 3, 4]),  # every row reads the base's head
+    (["model1", "model2", "soup", "ties"], [0, 1, 2, 4]),  # four rows share it, SLERP reads its own
+    (["model2", "ties"], None),  # four distinct slices for five rows: batched as usual
+])
+def test_rows_that_share_a_weight_read_it_once_and_answer_as_alone(arch, copies, expected, monkeypatch):
+    """As with a LoRA pair: untouched tensors are bitwise equal in every variant, and rows read them once."""
+    bank, _ = tiny_bank(arch)
+    variants = ["model1", "model2", "soup", "slerp", "ties"]
+    for name, tensor in bank.tensors.items():
+        if "embed" in name or "wte" in name or "lm_head" in name:
+            for v in copies:
+                tensor[bank.index(v)].copy_(tensor[bank.index("base")])
+    shared = []
+    original = batched._shared_product
+    monkeypatch.setattr(batched, "_shared_product", lambda *a: shared.append(a[-1]) or original(*a))
+
+    out = batched_logits(bank, variants, PROMPT[:1])
+    for row, variant in enumerate(variants):
+        assert torch.allclose(out[row], logits(bank.module(variant), PROMPT[:1]), atol=1e-5), variant
+    groups = [members for found in shared for _, members in found]
+    assert (expected in groups) if expected else not groups
+
+    settings = GenerationSettings(max_new_tokens=8, greedy=True)
+    together = generate(bank, variants, PROMPT, settings, {})
+    alone = {v: generate(bank, [v], PROMPT, settings, {}, batched=False)[v] for v in variants}
+    assert {v: r.token_ids for v, r in together.items()} == {v: r.token_ids for v, r in alone.items()}
+
+
+def test_slices_that_differ_are_not_grouped():
+    weight = torch.randn(4, 3, 2)
+    weight[2] = weight[0]
+    weight[3] = weight[0]
+    assert batched._identical_slices(weight, [0, 1, 3]) == []  # 2 distinct slices for 3 rows
+    assert batched._identical_slices(weight, [0, 1, 2, 3]) == [(0, [0, 2, 3]), (1, [1])]
+    assert batched._identical_slices(weight, [0, 2, 3]) == [(0, [0, 1, 2])]
