@@ -3,6 +3,7 @@ after another, against the floor set by memory bandwidth.
 
     python -m bench.generate                        # SmolLM2-135M shapes, float32, CPU
     python -m bench.generate --shapes gpt2-large --device cuda --dtype bfloat16
+    python -m bench.generate --preset default       # the real offline default pair, merged at the page's defaults
 
 All three modes run in one process on one bank, in turn (--rounds repeats the turn and keeps each mode's
 fastest run, which evens out other load on a shared machine). Right before each run the floor is measured: the
@@ -20,6 +21,7 @@ import os
 import resource
 import time
 from collections.abc import Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from types import MappingProxyType
 
@@ -244,12 +246,36 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads (the CPU has 2 cores)")
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--rounds", type=int, default=1, help="runs of each mode, in turn; the fastest counts")
+    p.add_argument("--preset", help="load this preset's real model set instead of random weights (--shapes, "
+                                    "--device and --dtype are then the preset's)")
     args = p.parse_args()
 
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
+    if args.preset:
+        with preset_bank(args.preset) as (bank, description):
+            args.shapes, args.device, args.dtype = description
+            measure_all(args, bank, time.perf_counter() - started)
+        return
     bank = build_bank(args.shapes, args.device, getattr(torch, args.dtype))
-    build_s = time.perf_counter() - started
+    measure_all(args, bank, time.perf_counter() - started)
+
+
+@contextmanager
+def preset_bank(name: str):
+    """A preset's model set with Soup, SLERP and TIES merged at the page's default settings, held for reading."""
+    from models import model_set, presets
+    from models.comparison import Comparison
+    from models.requests import Controls, merge_specs
+
+    models = model_set.load(presets.load(name))
+    comparison = Comparison(models)
+    specs = {c: s for c, s in merge_specs(Controls(question="bench")).items() if c in MERGED}
+    with comparison.slots.reading(specs):
+        yield models.bank, (f"{name} preset", str(models.bank.device), str(models.dtype).removeprefix("torch."))
+
+
+def measure_all(args, bank: WeightBank, build_s: float) -> None:
     prompt = torch.randint(0, 1000, (PROMPT_TOKENS,), generator=torch.Generator().manual_seed(0)).tolist()
     for mode in MODES:  # warm up: the batched model, the per-variant views, the allocator
         run_mode(bank, mode, GenerationSettings(max_new_tokens=2, greedy=True), prompt)
