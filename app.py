@@ -153,10 +153,13 @@ class Limits:
 
 
 def default_heldout() -> tuple[str, ...]:
+    """The default pair's held-out splits, QA first (the page's default): its rows are a quarter of the instruction
+    rows' tokens, so a sweep over them takes about 90 s for 60 rows instead of 6 minutes on 2 cores."""
     from pathlib import Path
 
-    return tuple(str(p.relative_to(Path.cwd()) if p.is_relative_to(Path.cwd()) else p)
-                 for p in sorted((Path(__file__).parent / "prompts" / "data").glob("*_heldout.tsv")))
+    found = sorted((Path(__file__).parent / "prompts" / "data").glob("*_heldout.tsv"),
+                   key=lambda p: (not p.name.startswith("qa_"), p.name))
+    return tuple(str(p.relative_to(Path.cwd()) if p.is_relative_to(Path.cwd()) else p) for p in found)
 
 
 def diagnostics_markdown(reports: dict) -> str:
