@@ -39,8 +39,11 @@ class Rows:
     so the views are cut once, not at every layer of every step.
     """
 
-    def __init__(self, slices: Sequence[int], device: torch.device | str):
+    def __init__(self, slices: Sequence[int], device: torch.device | str, same: dict | None = None):
         self.slices = tuple(slices)
+        # Which slices of a bank tensor are bitwise equal, (tensor id, slice, slice) -> bool. Slices do not change
+        # during a generation, so the selections of one generation (rows leave as they finish) share what was found.
+        self.same = {} if same is None else same
         self.index = torch.tensor(self.slices, device=device)  # for gathers
         # (first row, end row, first slice) of each stretch of rows whose slices are consecutive in the bank:
         # such a stretch reads its weights as one view of the bank tensor.
@@ -115,7 +118,7 @@ def _matmul(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, ro
     decoding.
     """
     if transposed and x.shape[1] == 1 and x.device.type in STORED_ORDER_DECODE:
-        shared = rows.view((id(weight), "shared"), lambda: _identical_slices(weight, rows.slices))
+        shared = rows.view((id(weight), "shared"), lambda: _identical_slices(weight, rows.slices, rows.same))
         if shared:
             return _shared_product(x, weight, bias, shared)
         products = []
@@ -136,7 +139,8 @@ def _matmul(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, ro
     return out
 
 
-def _identical_slices(weight: torch.Tensor, slices: Sequence[int]) -> list[tuple[int, list[int]]]:
+def _identical_slices(weight: torch.Tensor, slices: Sequence[int], same: dict | None = None
+                      ) -> list[tuple[int, list[int]]]:
     """Rows grouped by bitwise-equal weight slices, as (slice, rows); empty when every row's slice differs.
 
     A LoRA pair leaves the embeddings (the tied head: a fifth of the default model) as the base had them, and
@@ -148,10 +152,14 @@ def _identical_slices(weight: torch.Tensor, slices: Sequence[int]) -> list[tuple
     cannot change while rows read them: a generation holds its variants' slots for reading. Comparing slices
     that differ stops at the first differing element, so this costs little when nothing is shared.
     """
+    same = {} if same is None else same
     groups: list[tuple[int, list[int]]] = []
     for row, s in enumerate(slices):
         for first, members in groups:
-            if first == s or torch.equal(weight[first], weight[s]):
+            key = (id(weight), first, s)
+            if key not in same:
+                same[key] = first == s or torch.equal(weight[first], weight[s])
+            if same[key]:
                 members.append(row)
                 break
         else:

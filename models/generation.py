@@ -233,7 +233,7 @@ def _batched_step(model: PreTrainedModel, slices: list[int], device: torch.devic
         nonlocal current, rows
         if active != current:  # finished rows leave the batch: the others stop paying for their weights
             cache.batch_select_indices(torch.tensor([current.index(r) for r in active], device=device))
-            current, rows = active, Rows([slices[r] for r in active], device)
+            current, rows = active, Rows([slices[r] for r in active], device, same=rows.same)
         with selected_rows(rows):
             return _last_logits(model, input_ids, cache)
 

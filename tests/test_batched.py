@@ -148,3 +148,14 @@ def test_slices_that_differ_are_not_grouped():
     assert batched._identical_slices(weight, [0, 1, 3]) == []  # 2 distinct slices for 3 rows
     assert batched._identical_slices(weight, [0, 1, 2, 3]) == [(0, [0, 2, 3]), (1, [1])]
     assert batched._identical_slices(weight, [0, 2, 3]) == [(0, [0, 1, 2])]
+
+
+def test_what_one_selection_found_equal_serves_the_next_of_the_same_generation():
+    weight = torch.randn(3, 4, 2)
+    weight[1] = weight[0]
+    weight[2] = weight[0]
+    same = {}
+    assert batched._identical_slices(weight, [0, 1, 2], same) == [(0, [0, 1, 2])]
+    weight[2] += 1  # cannot happen during a generation; shows that the finding is reused, not recomputed
+    assert batched._identical_slices(weight, [0, 2], same) == [(0, [0, 1])]
+    assert batched._identical_slices(weight, [0, 2]) == []
