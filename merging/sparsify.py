@@ -40,6 +40,13 @@ def outlier_ranks(numel: int, density: float, gamma: float) -> list[int]:
     return [bottom + 1, bottom + target] if target else []
 
 
+def survivors(numel: int, ranks: list[int]) -> int:
+    """How many magnitudes a trim at these ranks keeps: from the first rank to the top, or to the second rank."""
+    if not ranks:
+        return 0
+    return ranks[-1] - ranks[0] + 1 if len(ranks) > 1 else numel - ranks[0] + 1
+
+
 def trim(values: torch.Tensor, ranks: list[int], bounds: list[float], magnitude_sum: float | None) -> tuple[Keep, int]:
     """Keeps the magnitudes from bounds[0] (the value at ranks[0]) up, or up to
     bounds[1] as well; rescales when given the sum of all magnitudes. `values` are
@@ -61,8 +68,7 @@ def trim(values: torch.Tensor, ranks: list[int], bounds: list[float], magnitude_
         band(chunk)
         return chunk.mul_(scale) if scale != 1.0 else chunk
 
-    kept = ranks[-1] - ranks[0] + 1 if upper is not None else values.numel() - ranks[0] + 1
-    return keep, kept
+    return keep, survivors(values.numel(), ranks)
 
 
 def random(deltas: Deltas, numel: int, density: float, rescale: bool, generator) -> tuple[Keep, int]:

@@ -104,10 +104,9 @@ def _untouched(out, base, densities, gammas, kind, count, stats) -> None:
         if kind is None or densities[i] >= 1:
             kept.append(numel)
         elif kind == "magnitude":
-            kept.append(numel - sparsify.magnitude_ranks(numel, densities[i])[0] + 1)
+            kept.append(sparsify.survivors(numel, sparsify.magnitude_ranks(numel, densities[i])))
         else:
-            ranks = sparsify.outlier_ranks(numel, densities[i], gammas[i])
-            kept.append(ranks[-1] - ranks[0] + 1 if ranks else 0)
+            kept.append(sparsify.survivors(numel, sparsify.outlier_ranks(numel, densities[i], gammas[i])))
     stats.update(numel=numel, kept=kept, voted=0, conflicts=0, agreed=[0] * count)
 
 
