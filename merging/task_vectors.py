@@ -121,10 +121,11 @@ def _sparsifiers(kind, base, tensors, densities, gammas, epsilons, rescale, seed
     generator = _generator(seed, base.device)
     result = []
     for i, source in enumerate(tensors):
-        deltas = _deltas(source, base, size)
         if densities[i] >= 1:
             result.append(sparsify.nothing(numel))
-        elif kind == "random":
+            continue
+        deltas = _deltas(source, base, size)
+        if kind == "random":
             result.append(sparsify.random(deltas, numel, densities[i], rescale, generator))
         else:
             result.append(sparsify.della_magprune(deltas, base.shape, densities[i], epsilons[i], rescale, generator))

@@ -172,10 +172,7 @@ def _shared_product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     """x [k, 1, in] times nn.Linear weights [out, in], each weight read once for the rows that share it."""
     out = x.new_empty(x.shape[0], 1, weight.shape[-2])
     for s, members in groups:
-        if len(members) == len(x):
-            out[:, 0] = torch.mm(weight[s], x[:, 0].T).T  # [out, k]: one read of the weight for every row
-        else:
-            out[members, 0] = torch.mm(weight[s], x[members, 0].T).T
+        out[members, 0] = torch.mm(weight[s], x[members, 0].T).T  # [out, k]: one read of the weight for k rows
     return out if bias is None else out.add_(bias)
 
 

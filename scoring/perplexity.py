@@ -24,13 +24,14 @@ def answer_nll(
     rows = [_encode(model, tokenizer, i, p, a) for i, (p, a) in enumerate(zip(prompts, answers))]
     # Batches of rows of similar length waste little on padding; results go back in the rows' order.
     order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))
+    keeps = _keeps_logits(model)
     was_training = model.training
     model.eval()  # dropout would make the score random
     try:
         results: list[tuple[float, int]] = [(0.0, 0)] * len(rows)
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
-            for i, result in zip(batch, _batch_nll(model, tokenizer, [rows[i] for i in batch])):
+            for i, result in zip(batch, _batch_nll(model, tokenizer, [rows[i] for i in batch], keeps)):
                 results[i] = result
         return results
     finally:
@@ -76,7 +77,8 @@ def _keeps_logits(model) -> bool:
 
 
 @torch.inference_mode()
-def _batch_nll(model, tokenizer, rows: list[tuple[list[int], int]]) -> list[tuple[float, int]]:
+def _batch_nll(model, tokenizer, rows: list[tuple[list[int], int]],
+               keeps_logits: bool) -> list[tuple[float, int]]:
     width = max(len(ids) for ids, _ in rows)
     # The pad id is never attended to nor scored; any valid id will do.
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -92,7 +94,7 @@ def _batch_nll(model, tokenizer, rows: list[tuple[list[int], int]]) -> list[tupl
     predicted = scored[:, 1:]  # logits at t predict token t + 1
     next_ids = input_ids[:, 1:][predicted].to(model.device)
     inputs = {"input_ids": input_ids.to(model.device), "attention_mask": attention_mask.to(model.device)}
-    if _keeps_logits(model):
+    if keeps_logits:
         # The head runs on the positions that predict answer tokens only: over a large vocabulary, logits of
         # every prompt position would cost a good share of the whole pass. A boolean mask flattens the kept
         # positions row by row, the order of next_ids.
