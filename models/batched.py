@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
+from transformers.models.gemma3.modeling_gemma3 import Gemma3RMSNorm, Gemma3TextScaledWordEmbedding
 from transformers.models.llama.modeling_llama import LlamaRMSNorm
 from transformers.pytorch_utils import Conv1D
 
@@ -192,14 +193,18 @@ class BankedLinear(nn.Module):
 
 
 class BankedEmbedding(nn.Module):
-    def __init__(self, weight: torch.Tensor):
+    """nn.Embedding over the bank; with ``scale`` (a 0-d tensor), Gemma 3's scaled embedding, which multiplies
+    the looked-up vectors by sqrt(hidden size) in the weight's dtype."""
+
+    def __init__(self, weight: torch.Tensor, scale: torch.Tensor | None = None):
         super().__init__()
-        self.weight_bank = weight
+        self.weight_bank, self.scale = weight, scale
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         # Position ids come as one row [1, T] shared by all variants; the row index broadcasts over them.
         rows = _rows(ids.shape[0], shared=True)
-        return self.weight_bank[rows.index.view(-1, *[1] * (ids.dim() - 1)), ids]
+        vectors = self.weight_bank[rows.index.view(-1, *[1] * (ids.dim() - 1)), ids]
+        return vectors if self.scale is None else vectors * self.scale.to(vectors.dtype)
 
 
 class BankedLayerNorm(nn.Module):
@@ -218,25 +223,31 @@ class BankedLayerNorm(nn.Module):
 
 
 class BankedRMSNorm(nn.Module):
-    """LlamaRMSNorm's forward, step for step, with each row's weight."""
+    """LlamaRMSNorm's forward, step for step, with each row's weight; with ``gemma``, Gemma3RMSNorm's, which
+    scales by (1 + weight) and rounds to the input's dtype only after scaling."""
 
-    def __init__(self, weight: torch.Tensor, eps: float):
+    def __init__(self, weight: torch.Tensor, eps: float, gemma: bool = False):
         super().__init__()
-        self.weight_bank, self.eps = weight, eps
+        self.weight_bank, self.eps, self.gemma = weight, eps, gemma
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = _rows(x.shape[0])
+        weight = _per_row(self.weight_bank, rows, x.dim())
+        if self.gemma:
+            hidden = x.float()
+            hidden = hidden * torch.rsqrt(hidden.pow(2).mean(-1, keepdim=True) + self.eps)
+            return (hidden * (1.0 + weight.float())).type_as(x)
         input_dtype = x.dtype
         hidden = x.to(torch.float32)
         variance = hidden.pow(2).mean(-1, keepdim=True)
         hidden = hidden * torch.rsqrt(variance + self.eps)
-        return _per_row(self.weight_bank, rows, x.dim()) * hidden.to(input_dtype)
+        return weight * hidden.to(input_dtype)
 
 
 def _embedding(module: nn.Embedding, bank: dict[str, torch.Tensor]) -> nn.Module:
     if module.max_norm is not None:  # its forward renormalises the weight in place
         raise UnsupportedModel("nn.Embedding with max_norm")
-    return BankedEmbedding(bank["weight"])
+    return BankedEmbedding(bank["weight"], getattr(module, "embed_scale", None))
 
 
 def _layer_norm(module: nn.LayerNorm, bank: dict[str, torch.Tensor]) -> nn.Module:
@@ -248,8 +259,10 @@ BANKED: dict[type, Callable[[nn.Module, dict[str, torch.Tensor]], nn.Module]] = 
     nn.Linear: lambda m, bank: BankedLinear(bank["weight"], bank.get("bias"), transposed=True),
     Conv1D: lambda m, bank: BankedLinear(bank["weight"], bank.get("bias"), transposed=False),
     nn.Embedding: _embedding,
+    Gemma3TextScaledWordEmbedding: _embedding,
     nn.LayerNorm: _layer_norm,
     LlamaRMSNorm: lambda m, bank: BankedRMSNorm(bank["weight"], m.variance_epsilon),
+    Gemma3RMSNorm: lambda m, bank: BankedRMSNorm(bank["weight"], m.eps, gemma=True),
 }
 
 _models: weakref.WeakKeyDictionary[WeightBank, PreTrainedModel | str] = weakref.WeakKeyDictionary()

@@ -1,15 +1,20 @@
-"""The weight bank on tiny random GPT-2 and Llama models (tied and untied heads).
+"""The weight bank on tiny random GPT-2, Llama (tied and untied heads) and Gemma 3 models.
+
+Gemma 3 is not Llama: its RMSNorm scales by (1 + weight), its embedding is scaled by sqrt(hidden size), it has
+q/k norms, and most of its layers attend within a sliding window (4 tokens here, shorter than the prompt, so
+the window matters in every test).
 
 tiny_bank() and reference_model() are shared with tests/test_batched.py and tests/test_generation.py.
 """
 
 import pytest
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+from transformers import (Gemma3ForCausalLM, Gemma3TextConfig, GPT2Config, GPT2LMHeadModel, LlamaConfig,
+                          LlamaForCausalLM)
 
 from models.bank import WeightBank
 
-ARCHS = ("gpt2", "llama-tied", "llama-untied")
+ARCHS = ("gpt2", "llama-tied", "llama-untied", "gemma3")
 PARENTS = ("base", "model1", "model2")
 MERGED = ("soup", "slerp", "ties")
 PROMPT = [5, 17, 42, 8, 99, 3]
@@ -29,6 +34,18 @@ def tiny_model(arch: str):
     torch.manual_seed(0)
     if arch == "gpt2":
         return GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=100, n_positions=64)).eval()
+    if arch == "gemma3":
+        config = Gemma3TextConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+                                  num_key_value_heads=1, head_dim=8, query_pre_attn_scalar=8, vocab_size=100,
+                                  max_position_embeddings=64, sliding_window=4,
+                                  layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+                                  tie_word_embeddings=True, pad_token_id=0, bos_token_id=2, eos_token_id=1)
+        model = Gemma3ForCausalLM(config).eval()
+        with torch.no_grad():  # norm gains of 1 + 3: the layers, not the scaled embedding, decide the next token
+            for name, p in model.named_parameters():
+                if name.endswith("norm.weight"):
+                    p.fill_(3.0)
+        return model
     config = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                          num_key_value_heads=2, vocab_size=100, max_position_embeddings=64,
                          tie_word_embeddings=arch == "llama-tied")

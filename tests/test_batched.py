@@ -36,8 +36,9 @@ def test_each_row_computes_its_own_variant(arch, products, variants, monkeypatch
     bank, _ = tiny_bank(arch)
     for ids in (PROMPT, PROMPT[:1]):  # on CPU a single token per row takes W @ x^T
         out = batched_logits(bank, variants, ids)
+        atol = 1e-6 * out.abs().max()  # float32 summation order; Gemma's tiny logits run to tens
         for row, variant in enumerate(variants):
-            assert torch.allclose(out[row], logits(bank.module(variant), ids), atol=1e-5), variant
+            assert torch.allclose(out[row], logits(bank.module(variant), ids), atol=atol), variant
         if len(variants) > 1:
             assert not torch.allclose(out[0], out[1], atol=1e-2)
 
