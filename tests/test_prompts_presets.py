@@ -48,7 +48,9 @@ def test_long_prompt_is_cut_from_the_left_and_counted(tok):
 
 def test_shipped_presets_load_and_carry_their_family_defaults():
     default = presets.load("default", environ={})
-    assert default.prompt_format == "chat_template" and default.base.startswith("pypi-gguf:")
+    assert default.prompt_format == "plain_qa" and default.base.startswith("pypi-gguf:")
+    smollm2 = presets.load("smollm2", environ={})
+    assert smollm2.prompt_format == "chat_template" and smollm2.model1 == "lora:models/adapters/smollm2-qa"
     medium = presets.load("turkish-gpt2-medium-instruct", environ={"HARMAN_MODEL1": "a/b", "HARMAN_MODEL2": "c/d"})
     assert (medium.generation.temperature, medium.generation.top_p, medium.generation.repetition_penalty) == (
         0.3, 0.9, 1.1)
