@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 COLUMNS = ("model1", "model2", "soup", "slerp", "ties")
-QUESTION = "Türkiye'nin en uzun nehri hangisidir?"
+QUESTION = "Dünyanın en soğuk yeri neresidir?"  # one of the seed experiment's five questions
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists() and not os.environ.get("CI"),
                                 reason="Debian's chromium is not installed (make test installs it)")
