@@ -16,6 +16,8 @@ import sys
 import threading
 from dataclasses import dataclass, field
 
+from scoring import turkish
+
 log = logging.getLogger("harman")
 
 COLUMNS = ("model1", "model2", "soup", "slerp", "ties", "extra")
@@ -105,9 +107,10 @@ def column_title(name: str, model_set, controls) -> str:
     return f"**{controls.extra_method or 'ek birleşim'}** · yoğunluk {controls.extra_density:.2f}"
 
 
-def column_footer(column) -> str:
-    """Tokens, speed and merge time under a column, and the merge's diagnostics in brief; "bitti" marks a
-    finished answer."""
+def column_footer(column, question: str = "") -> str:
+    """Tokens, speed and merge time under a column, the Turkish check of a finished answer (the share of its own
+    words that are Turkish words, the share of repeated word 3-grams), and the merge's diagnostics in brief;
+    "bitti" marks a finished answer."""
     if column is None:
         return ""
     parts = [f"{column.n_tokens} token", f"{column.tokens_per_second:.1f} token/s"]
@@ -117,6 +120,10 @@ def column_footer(column) -> str:
         parts.append(f"birleştirme {column.merge_ms:.0f} ms" if column.merge_ms else "birleştirme yok (aynı ayar)")
     if column.done:
         parts.append("durduruldu" if column.finish_reason == "stopped" else "bitti")
+        check = turkish.check(column.text, question)
+        if check.word_share is not None:
+            parts.append(f"Türkçe sözcük %{100 * check.word_share:.0f}")
+        parts.append(f"tekrar %{100 * check.repeated_share:.0f}")
     brief = brief_diagnostics(column.report)
     return " · ".join(parts) + (f"\n\n<small>{brief}</small>" if brief else "")
 
@@ -357,7 +364,7 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits()):
                         if snap.dropped_tokens else "")
                 cols = [snap.columns.get(n) for n in COLUMNS]
                 yield [note, *heading, *[col.text if col else "" for col in cols],
-                       *[column_footer(col) for col in cols]]
+                       *[column_footer(col, c.question) for col in cols]]
 
         def controls_from(values) -> Controls:
             return compare_controls(*values)

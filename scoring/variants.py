@@ -17,6 +17,7 @@ from prompts import formats
 from scoring.heldout import HeldoutSet
 from scoring.metrics import score_texts
 from scoring.perplexity import perplexity
+from scoring import turkish
 from scoring.sweep import SweepResult, greedy_soup, linspace_points, sweep
 
 # What a sweep can vary: (column it re-merges, lowest value, highest value), by the control's name.
@@ -86,7 +87,19 @@ def score_variants(comparison: Comparison, heldout: HeldoutSet, variants: list[s
             for v in variants:
                 answers[v].append(results[v].text.strip())
     refs = [r.reference for r in heldout.rows]
-    return [ScoreRow(v, ppl[v], score_texts(answers[v], refs, qa=heldout.format == "qa")) for v in variants]
+    questions = [user_message(row) for row in heldout.rows]
+    return [ScoreRow(v, ppl[v], {**score_texts(answers[v], refs, qa=heldout.format == "qa"),
+                                 **turkish_figures(answers[v], questions)}) for v in variants]
+
+
+def turkish_figures(answers: list[str], questions: list[str]) -> dict[str, float]:
+    """The reference-free Turkish check over a set of answers: the Turkish-word share pooled over the words
+    checked, and the mean share of repeated word 3-grams."""
+    checks = [turkish.check(a, q) for a, q in zip(answers, questions)]
+    checked = sum(c.words_checked for c in checks)
+    valid = sum(c.word_share * c.words_checked for c in checks if c.word_share is not None)
+    return {"turkish_words": valid / checked if checked else float("nan"),
+            "repeated_3grams": sum(c.repeated_share for c in checks) / len(checks) if checks else float("nan")}
 
 
 def controls_at(controls: Controls, parameter: str, value: float) -> Controls:

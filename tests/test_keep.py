@@ -9,6 +9,8 @@ from models import model_set, presets, saving
 from models.comparison import Comparison
 from models.generation import GenerationSettings, generate
 from models.requests import Controls, RequestError, merge_specs
+import app
+from scoring import turkish
 from scoring import variants as scoring
 from scoring.heldout import load_heldout
 from tests import tiny_models
@@ -111,8 +113,32 @@ def test_scores_cover_every_variant_and_qa_metrics(comparison, heldout):
     assert [r.variant for r in rows] == ["model1", "model2", "soup"]
     for r in rows:
         assert r.perplexity > 1
-        assert set(r.metrics) == {"chrf", "bleu", "rouge_l", "exact_match", "token_f1"}
+        assert set(r.metrics) == {"chrf", "bleu", "rouge_l", "exact_match", "token_f1", "turkish_words",
+                                  "repeated_3grams"}
         assert 0 <= r.metrics["chrf"] <= 100
+
+
+def test_turkish_figures_pool_words_and_average_repeats():
+    answers = ["Ankara güzel bir şehirdir.", "bazılım ikiçi köylerek", "bir iki üç bir iki üç"]
+    figures = scoring.turkish_figures(answers, ["", "", ""])
+    checks = [turkish.check(a) for a in answers]
+    assert checks[0].word_share == 1.0 and checks[1].word_share < 0.5
+    pooled = sum(c.word_share * c.words_checked for c in checks) / sum(c.words_checked for c in checks)
+    assert figures["turkish_words"] == pytest.approx(pooled)
+    assert figures["repeated_3grams"] == pytest.approx(sum(c.repeated_share for c in checks) / 3)
+    assert figures["repeated_3grams"] > 0  # the third answer repeats "bir iki üç"
+
+
+def test_a_finished_columns_footer_carries_the_turkish_check():
+    from models.comparison import Column
+
+    looped = "gök cisimlerinden biri olan gök cisimlerinden biri olan gök cisimlerinden biri"
+    footer = app.column_footer(Column("soup", text=looped, n_tokens=12, seconds=1.0, done=True),
+                               question="En büyük gök cismi hangisidir?")
+    assert "Türkçe sözcük %100" in footer and "tekrar %" in footer
+    assert int(footer.split("tekrar %")[1].split()[0]) == round(100 * turkish.repeated_trigram_share(looped))
+    streaming = app.column_footer(Column("soup", text="Bazılım", n_tokens=1, seconds=1.0))
+    assert "Türkçe" not in streaming  # judged once the answer is finished
 
 
 def test_greedy_soup_keeps_the_soup_only_if_it_helps(comparison, heldout):

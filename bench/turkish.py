@@ -1,0 +1,81 @@
+"""Whether the offline pairs answer in Turkish: every column (Model 1, Model 2, Soup, SLERP, TIES at the page's
+defaults) answers the page's example questions and held-out questions greedily, and each answer gets the two
+reference-free figures shown under every column (scoring/turkish.py): the share of the words it adds to the
+question that are Turkish words, and the share of its word 3-grams that repeat earlier ones.
+
+    python -m bench.turkish [--presets smollm2 default] [--heldout 5] [--max-new-tokens 64]
+
+Prints one JSON line per preset and column, then a Markdown table (before: the SmolLM2 pair; after: the
+Gemma 3 pair): the word share pooled over every word checked, the repeated share the mean over answers.
+"""
+
+import argparse
+import json
+import time
+
+from models import model_set, presets
+from models.comparison import Comparison
+from models.finetune import TASKS, read_pairs
+from models.generation import GenerationSettings, generate
+from models.requests import Controls, merge_specs
+from prompts import examples, formats
+from scoring import turkish
+
+COLUMNS = ("model1", "model2", "soup", "slerp", "ties")
+
+
+def questions(heldout_per_task: int) -> list[str]:
+    return examples.questions() + [u for task in TASKS for u, _ in read_pairs(task, "heldout")[:heldout_per_task]]
+
+
+def measure(preset_name: str, asked: list[str], max_new_tokens: int) -> dict[str, dict]:
+    ms = model_set.load(presets.load(preset_name, environ={}))
+    comparison = Comparison(ms)
+    specs = {c: s for c, s in merge_specs(Controls(question="q")).items() if c in COLUMNS}
+    totals = {c: {"turkish": 0.0, "checked": 0, "repeated": 0.0, "answers": 0} for c in COLUMNS}
+    started = time.perf_counter()
+    with comparison.slots.reading(specs):
+        for question in asked:
+            prompt = formats.build(ms.preset.prompt_format, question, ms.tokenizer, ms.max_context, max_new_tokens,
+                                   ms.preset.system)
+            settings = GenerationSettings(max_new_tokens=max_new_tokens, greedy=True,
+                                          eos_token_ids=prompt.eos_token_ids, stop_strings=prompt.stop_strings)
+            results = generate(ms.bank, list(COLUMNS), prompt.ids, settings, {}, tokenizer=ms.tokenizer)
+            for column, result in results.items():
+                check = turkish.check(result.text, question)
+                t = totals[column]
+                t["answers"] += 1
+                t["checked"] += check.words_checked
+                t["turkish"] += (check.word_share or 0.0) * check.words_checked
+                t["repeated"] += check.repeated_share
+    seconds = time.perf_counter() - started
+    out = {}
+    for column, t in totals.items():
+        out[column] = {"turkish_word_share": round(t["turkish"] / max(t["checked"], 1), 3),
+                       "repeated_trigram_share": round(t["repeated"] / max(t["answers"], 1), 3),
+                       "words_checked": t["checked"], "answers": t["answers"]}
+        print(json.dumps({"bench": "turkish", "preset": preset_name, "column": column, **out[column],
+                          "seconds": round(seconds, 1)}, ensure_ascii=False))
+    return out
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--presets", nargs="+", default=["smollm2", "default"])
+    parser.add_argument("--heldout", type=int, default=5, help="held-out questions of each task, after the examples")
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    args = parser.parse_args(argv)
+    asked = questions(args.heldout)
+    results = {p: measure(p, asked, args.max_new_tokens) for p in args.presets}
+    print(f"\n{len(asked)} questions, greedy, {args.max_new_tokens} new tokens; Turkish-word share / "
+          f"repeated 3-gram share\n")
+    print("| preset | " + " | ".join(COLUMNS) + " |")
+    print("|---|" + "---|" * len(COLUMNS))
+    for preset, columns in results.items():
+        cells = [f"{columns[c]['turkish_word_share']:.2f} / {columns[c]['repeated_trigram_share']:.2f}"
+                 for c in COLUMNS]
+        print(f"| {preset} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
