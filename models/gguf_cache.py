@@ -106,12 +106,19 @@ def locate(source: str) -> GGUFFile:
             f"source {source!r}: neither {name} nor its chunks ({name}.part00, …) are in the installed package "
             f"{package!r} or the packages it requires; reinstall it with "
             f"`pip install --force-reinstall {_distribution(package)}`")
-    parts.sort(key=lambda p: int(part.fullmatch(p.name).group(1)))
-    numbers = [int(part.fullmatch(p.name).group(1)) for p in parts]
-    if numbers != list(range(numbers[0], numbers[0] + len(numbers))):
-        missing = sorted(set(range(numbers[0], numbers[-1] + 1)) - set(numbers))
+    by_number: dict[int, list[Path]] = {}
+    for path in dict.fromkeys(p.resolve() for p in parts):
+        by_number.setdefault(int(part.fullmatch(path.name).group(1)), []).append(path)
+    doubled = {n: paths for n, paths in by_number.items() if len(paths) > 1}
+    if doubled:
+        n, paths = min(doubled.items())
+        raise GGUFSourceError(f"source {source!r}: chunk part{n:02d} of {name} is installed twice "
+                              f"({', '.join(map(str, paths))}); uninstall one of the packages that ship it")
+    missing = sorted(set(range(max(by_number) + 1)) - set(by_number))  # chunks are numbered from 0
+    if missing:
         raise GGUFSourceError(f"source {source!r}: chunk(s) {', '.join(f'part{m:02d}' for m in missing)} of {name} "
                               f"are missing; reinstall `{_distribution(package)}` and the chunk packages it requires")
+    parts = [by_number[n][0] for n in sorted(by_number)]
     return GGUFFile(source, name, tuple(parts), _listed_sha256(folder, name))
 
 
@@ -201,7 +208,12 @@ def _convert(gguf: GGUFFile, target: Path) -> None:
                         "parts": [p.name for p in gguf.parts]}, indent=2) + "\n", encoding="utf-8")
         log.info("de-quantised in %.1f s", time.perf_counter() - started)
         if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)  # atomic: a half-written cache is never picked up
+            shutil.rmtree(target, ignore_errors=True)
+        try:
+            staging.rename(target)  # atomic: a half-written cache is never picked up
+        except OSError:
+            if not all((target / f).is_file() for f in CACHE_FILES):
+                raise
+            log.info("another process finished the same cache first; using it")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
