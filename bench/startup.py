@@ -19,6 +19,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from unittest import mock
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -36,16 +37,8 @@ def timed(fn) -> float:
 
 
 def cold_conversion(source: str) -> float:
-    with tempfile.TemporaryDirectory() as empty:
-        before = os.environ.get("HARMAN_CACHE")
-        os.environ["HARMAN_CACHE"] = empty
-        try:
-            return timed(lambda: gguf_cache.checkpoint_dir(source))
-        finally:
-            if before is None:
-                os.environ.pop("HARMAN_CACHE")
-            else:
-                os.environ["HARMAN_CACHE"] = before
+    with tempfile.TemporaryDirectory() as empty, mock.patch.dict(os.environ, HARMAN_CACHE=empty):
+        return timed(lambda: gguf_cache.checkpoint_dir(source))
 
 
 def warm_start(preset: str) -> float:

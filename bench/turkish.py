@@ -16,7 +16,7 @@ import time
 from models import model_set, presets
 from models.comparison import Comparison
 from models.finetune import TASKS, read_pairs
-from models.generation import GenerationSettings, generate
+from models.generation import generate, greedy_settings
 from models.requests import Controls, merge_specs
 from prompts import examples, formats
 from scoring import turkish
@@ -32,28 +32,23 @@ def measure(preset_name: str, asked: list[str], max_new_tokens: int) -> dict[str
     ms = model_set.load(presets.load(preset_name, environ={}))
     comparison = Comparison(ms)
     specs = {c: s for c, s in merge_specs(Controls(question="q")).items() if c in COLUMNS}
-    totals = {c: {"turkish": 0.0, "checked": 0, "repeated": 0.0, "answers": 0} for c in COLUMNS}
+    checks: dict[str, list[turkish.TurkishCheck]] = {c: [] for c in COLUMNS}
     started = time.perf_counter()
     with comparison.slots.reading(specs):
         for question in asked:
             prompt = formats.build(ms.preset.prompt_format, question, ms.tokenizer, ms.max_context, max_new_tokens,
                                    ms.preset.system)
-            settings = GenerationSettings(max_new_tokens=max_new_tokens, greedy=True,
-                                          eos_token_ids=prompt.eos_token_ids, stop_strings=prompt.stop_strings)
+            settings = greedy_settings(prompt, max_new_tokens)
             results = generate(ms.bank, list(COLUMNS), prompt.ids, settings, {}, tokenizer=ms.tokenizer)
             for column, result in results.items():
-                check = turkish.check(result.text, question)
-                t = totals[column]
-                t["answers"] += 1
-                t["checked"] += check.words_checked
-                t["turkish"] += (check.word_share or 0.0) * check.words_checked
-                t["repeated"] += check.repeated_share
+                checks[column].append(turkish.check(result.text, question))
     seconds = time.perf_counter() - started
     out = {}
-    for column, t in totals.items():
-        out[column] = {"turkish_word_share": round(t["turkish"] / max(t["checked"], 1), 3),
-                       "repeated_trigram_share": round(t["repeated"] / max(t["answers"], 1), 3),
-                       "words_checked": t["checked"], "answers": t["answers"]}
+    for column, column_checks in checks.items():
+        figures = turkish.pooled(column_checks)
+        out[column] = {"turkish_word_share": round(figures.word_share or 0.0, 3),
+                       "repeated_trigram_share": round(figures.repeated_share, 3),
+                       "words_checked": figures.words_checked, "answers": len(column_checks)}
         print(json.dumps({"bench": "turkish", "preset": preset_name, "column": column, **out[column],
                           "seconds": round(seconds, 1)}, ensure_ascii=False))
     return out

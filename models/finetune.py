@@ -144,6 +144,15 @@ def load_base(preset):
     return AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
 
 
+def _pad_id(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def _command(preset) -> str:
+    """How to rerun this script for the preset, as the cards record it."""
+    return "python -m models.finetune" + ("" if preset.name == "default" else f" --preset {preset.name}")
+
+
 def encoded(preset, tokenizer, task: str, split: str):
     return [encode(tokenizer, preset.prompt_format, u, a) for u, a in read_pairs(task, split)]
 
@@ -153,7 +162,7 @@ def train(preset, task: str, epochs: int, learning_rate: float) -> dict:
 
     torch.manual_seed(SEED)
     model, tokenizer = load_base(preset)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad_id = _pad_id(tokenizer)
     train_set, heldout_set = encoded(preset, tokenizer, task, "train"), encoded(preset, tokenizer, task, "heldout")
     base_losses = losses(model, train_set, heldout_set, pad_id, "base")
     print(f"base loss: train {base_losses['train']:.4f}, held-out {base_losses['heldout']:.4f}")
@@ -185,13 +194,12 @@ def train(preset, task: str, epochs: int, learning_rate: float) -> dict:
     _scrub_adapter_config(out, preset.base)
     tuned = losses(model, train_set, heldout_set, pad_id, "fine-tune")
     print(f"fine-tune loss: train {tuned['train']:.4f}, held-out {tuned['heldout']:.4f}")
-    command = "python -m models.finetune" + ("" if preset.name == "default" else f" --preset {preset.name}")
     record = {
         "task": task,
         "preset": preset.name,
         "base": preset.base,
         "prompt_format": preset.prompt_format,
-        "command": f"{command} --task {task}",
+        "command": f"{_command(preset)} --task {task}",
         "data": {split: {"file": f"prompts/data/{TASKS[task][split]}",
                          "sha256": sha256(DATA / TASKS[task][split]),
                          "rows": len(train_set if split == "train" else heldout_set)}
@@ -256,7 +264,7 @@ def evaluate(preset, task: str) -> dict:
     from peft import PeftModel
 
     model, tokenizer = load_base(preset)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad_id = _pad_id(tokenizer)
     train_set, heldout_set = encoded(preset, tokenizer, task, "train"), encoded(preset, tokenizer, task, "heldout")
     base = losses(model, train_set, heldout_set, pad_id, "base")
     tuned = losses(PeftModel.from_pretrained(model, adapter_dir(preset, task)), train_set, heldout_set, pad_id,
@@ -273,15 +281,14 @@ def answer_lengths(preset, rows_per_task: int, max_new_tokens: int, write: bool 
     """Mean words of Model 1's and Model 2's greedy answers to the held-out questions of both tasks; with
     ``write``, recorded on both adapters' cards."""
     from models import model_set
-    from models.generation import GenerationSettings, generate
+    from models.generation import generate, greedy_settings
 
     ms = model_set.load(preset)
     words = {"model1": [], "model2": []}
     questions = [u for task in TASKS for u, _ in read_pairs(task, "heldout")[:rows_per_task]]
     for question in tqdm(questions, desc="greedy answers"):
         prompt = formats.build(preset.prompt_format, question, ms.tokenizer, ms.max_context, max_new_tokens)
-        settings = GenerationSettings(max_new_tokens=max_new_tokens, greedy=True,
-                                      eos_token_ids=prompt.eos_token_ids, stop_strings=prompt.stop_strings)
+        settings = greedy_settings(prompt, max_new_tokens)
         results = generate(ms.bank, list(words), prompt.ids, settings, {}, tokenizer=ms.tokenizer)
         for variant, result in results.items():
             words[variant].append(len(result.text.split()))
@@ -289,8 +296,7 @@ def answer_lengths(preset, rows_per_task: int, max_new_tokens: int, write: bool 
     print(f"held-out questions: {len(questions)}; mean words per greedy answer (max {max_new_tokens} tokens): "
           f"Model 1 {means['model1']:.1f}, Model 2 {means['model2']:.1f}")
     if write:
-        command = ("python -m models.finetune" + ("" if preset.name == "default" else f" --preset {preset.name}")
-                   + f" --lengths {rows_per_task}")
+        command = f"{_command(preset)} --lengths {rows_per_task}"
         for task, spec in TASKS.items():
             folder = adapter_dir(preset, task)
             record = json.loads((folder / "training.json").read_text(encoding="utf-8"))

@@ -52,6 +52,12 @@ class GenerationSettings:
             raise ValueError("GenerationSettings: " + "; ".join(problems))
 
 
+def greedy_settings(prompt, max_new_tokens: int) -> GenerationSettings:
+    """Greedy decoding that ends where a prompts.formats.Prompt says its answers end (scores, lengths, benches)."""
+    return GenerationSettings(max_new_tokens=max_new_tokens, greedy=True, eos_token_ids=prompt.eos_token_ids,
+                              stop_strings=prompt.stop_strings)
+
+
 @dataclass
 class GenerationResult:
     variant: str

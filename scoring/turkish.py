@@ -201,11 +201,21 @@ class TurkishCheck:
     words_checked: int  # the answer's own words judged valid or not (the word_share denominator)
 
 
+@functools.lru_cache(maxsize=1024)  # a finished column's footer is redrawn at every update of the others
 def check(answer: str, question: str = "") -> TurkishCheck:
     """turkish_word_share and repeated_trigram_share of one answer, and how many words were judged."""
     verdicts = [v for t, s in _own_words(answer, question) if (v := _judge(t, s)) is not None]
     share = sum(verdicts) / len(verdicts) if verdicts else None
     return TurkishCheck(share, repeated_trigram_share(answer), len(verdicts))
+
+
+def pooled(checks: list[TurkishCheck]) -> TurkishCheck:
+    """The check of a set of answers: the word share pooled over every word judged (a two-word answer weighs
+    less than a fifty-word one), the repeated share averaged over answers (NaN for no answers)."""
+    checked = sum(c.words_checked for c in checks)
+    valid = sum(c.word_share * c.words_checked for c in checks if c.word_share is not None)
+    repeated = sum(c.repeated_share for c in checks) / len(checks) if checks else float("nan")
+    return TurkishCheck(valid / checked if checked else None, repeated, checked)
 
 
 def turkish_word_share(answer: str, question: str = "") -> float | None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 from models.comparison import Comparison
-from models.generation import GenerationSettings, generate
+from models.generation import generate, greedy_settings
 from models.requests import Controls, RequestError, merge_specs
 from prompts import formats
 from scoring.heldout import HeldoutSet
@@ -80,8 +80,7 @@ def score_variants(comparison: Comparison, heldout: HeldoutSet, variants: list[s
                     f"greedy answers: row {j + 1}/{len(heldout.rows)}")
             prompt = formats.build(ms.preset.prompt_format, user_message(row), ms.tokenizer, ms.max_context,
                                    max_new_tokens, ms.preset.system)
-            settings = GenerationSettings(max_new_tokens=max_new_tokens, greedy=True,
-                                          eos_token_ids=prompt.eos_token_ids, stop_strings=prompt.stop_strings)
+            settings = greedy_settings(prompt, max_new_tokens)
             results = generate(ms.bank, variants, prompt.ids, settings, {}, stop_event=cancel,
                                batched=comparison.batched, tokenizer=ms.tokenizer)
             for v in variants:
@@ -95,11 +94,9 @@ def score_variants(comparison: Comparison, heldout: HeldoutSet, variants: list[s
 def turkish_figures(answers: list[str], questions: list[str]) -> dict[str, float]:
     """The reference-free Turkish check over a set of answers: the Turkish-word share pooled over the words
     checked, and the mean share of repeated word 3-grams."""
-    checks = [turkish.check(a, q) for a, q in zip(answers, questions)]
-    checked = sum(c.words_checked for c in checks)
-    valid = sum(c.word_share * c.words_checked for c in checks if c.word_share is not None)
-    return {"turkish_words": valid / checked if checked else float("nan"),
-            "repeated_3grams": sum(c.repeated_share for c in checks) / len(checks) if checks else float("nan")}
+    figures = turkish.pooled([turkish.check(a, q) for a, q in zip(answers, questions)])
+    return {"turkish_words": float("nan") if figures.word_share is None else figures.word_share,
+            "repeated_3grams": figures.repeated_share}
 
 
 def controls_at(controls: Controls, parameter: str, value: float) -> Controls:
