@@ -7,6 +7,12 @@ versions, which read each row's slice of the bank in place: a linear layer multi
 (one batched matmul per run of consecutive slices; see _matmul).
 Which slice each row reads is set with ``selected_rows()``, in a context variable, so one batched model serves
 concurrent requests with different selections.
+
+A row may also be a ``Mix``: a merge-free variant (soup, SLERP, task arithmetic, ...) that is, tensor by tensor,
+a weighted sum of bank slices. Every banked layer is linear in its parameters, so such a row's output is the
+same weighted sum of the slices' outputs: each slice that some row needs is read once for all those rows, and
+each row sums its products with its own coefficients (see _mixed_matmul). Slices that are bitwise equal (a LoRA
+pair leaves the embeddings as the base had them) count as one.
 """
 
 from __future__ import annotations
@@ -15,8 +21,9 @@ import contextvars
 import copy
 import threading
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -33,19 +40,41 @@ class UnsupportedModel(Exception):
     """The model holds parameters in a module type that has no banked version; generate per variant instead."""
 
 
-class Rows:
-    """Which bank slice each row of the batch reads, and the views of the bank that this selection reads.
+@dataclass(frozen=True, eq=False)
+class Mix:
+    """A merge-free variant: for every bank tensor (by parameter name), the slices it sums and their coefficients."""
+    table: Mapping[str, tuple[tuple[int, float], ...]]
 
-    Made once per generation (and again when finished rows leave the batch) and used for every step in between,
+    @classmethod
+    def of(cls, table: Mapping[str, Sequence[float]], slices: Sequence[int]) -> Mix:
+        """From per-tensor coefficients over ``slices`` (merging.coefficients: base, Model 1, Model 2)."""
+        return cls({name: tuple((s, float(c)) for s, c in zip(slices, cs) if c != 0) for name, cs in table.items()})
+
+
+Recipe = int | Mix  # a bank slice, or a weighted sum of slices
+
+
+class Rows:
+    """What each row of the batch reads (a bank slice, or a Mix of slices), and the views of the bank that this
+    selection reads.
+
+    Made once per membership of the batch (again when rows join or leave) and used for every step in between,
     so the views are cut once, not at every layer of every step.
     """
 
-    def __init__(self, slices: Sequence[int], device: torch.device | str, same: dict | None = None):
-        self.slices = tuple(slices)
-        # Which slices of a bank tensor are bitwise equal, (tensor id, slice, slice) -> bool. Slices do not change
-        # during a generation, so the selections of one generation (rows leave as they finish) share what was found.
+    def __init__(self, recipes: Sequence[Recipe], device: torch.device | str, same: dict | None = None,
+                 versions: Sequence[int] | None = None):
+        self.recipes = tuple(recipes)
+        self.mixed = any(isinstance(r, Mix) for r in self.recipes)
+        # Plain rows read one slice each; a mixed selection's rows have no single slice.
+        self.slices = tuple(-1 if isinstance(r, Mix) else r for r in self.recipes)
+        self.device = device
+        # Which slices of a bank tensor are bitwise equal, (tensor id, slice, version, slice, version) -> bool.
+        # A slice's version changes when it is rewritten (models/pool.py), so what was found stays true for as
+        # long as it is kept: the selections of one batch (rows join and leave) share it.
         self.same = {} if same is None else same
-        self.index = torch.tensor(self.slices, device=device)  # for gathers
+        self.versions = versions
+        self.index = torch.tensor([max(s, 0) for s in self.slices], device=device)  # for gathers
         # (first row, end row, first slice) of each stretch of rows whose slices are consecutive in the bank:
         # such a stretch reads its weights as one view of the bank tensor.
         runs, first = [], 0
@@ -65,6 +94,53 @@ class Rows:
         if found is None:
             found = self._views[key] = make()
         return found
+
+    def equal(self, bank: torch.Tensor, a: int, b: int) -> bool:
+        """Whether slices a and b of a bank tensor are bitwise equal (found once per version of each)."""
+        if a == b:
+            return True
+        a, b = min(a, b), max(a, b)
+        version = (lambda s: 0) if self.versions is None else (lambda s: self.versions[s])
+        key = (id(bank), a, version(a), b, version(b))
+        if key not in self.same:
+            self.same[key] = torch.equal(bank[a], bank[b])
+        return self.same[key]
+
+    def terms(self, name: str, bank: torch.Tensor) -> list[tuple[tuple[int, float], ...]]:
+        """Per row, the (slice, coefficient) pairs it sums for this tensor; equal slices merged into the first."""
+        def make():
+            found: list[int] = []  # distinct slices of this tensor, in order of first use
+
+            def canonical(s: int) -> int:
+                for first in found:
+                    if self.equal(bank, first, s):
+                        return first
+                found.append(s)
+                return s
+
+            per_row = []
+            for recipe in self.recipes:
+                pairs = ((recipe, 1.0),) if not isinstance(recipe, Mix) else recipe.table[name]
+                summed: dict[int, float] = {}
+                for s, c in pairs:
+                    s = canonical(s)
+                    summed[s] = summed.get(s, 0.0) + c
+                # A weighted sum of one slice with weights adding to 1 is that slice itself, exactly.
+                per_row.append(tuple((s, 1.0 if abs(c - 1.0) < 1e-12 else c) for s, c in summed.items()))
+            return per_row
+        return self.view((id(bank), "terms"), make)
+
+    def groups(self, name: str, bank: torch.Tensor) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
+        """Per distinct slice: the rows that read it and their coefficients, as tensors on the device."""
+        def make():
+            members: dict[int, list[tuple[int, float]]] = {}
+            for row, pairs in enumerate(self.terms(name, bank)):
+                for s, c in pairs:
+                    members.setdefault(s, []).append((row, c))
+            return [(s, torch.tensor([r for r, _ in rc], device=self.device),
+                     torch.tensor([c for _, c in rc], dtype=torch.float32, device=self.device))
+                    for s, rc in members.items()]
+        return self.view((id(bank), "groups"), make)
 
 
 _ROWS: contextvars.ContextVar[Rows] = contextvars.ContextVar("harman_rows")
@@ -91,10 +167,14 @@ def _rows(batch: int, shared: bool = False) -> Rows:
     return rows
 
 
-def _per_row(bank: torch.Tensor, rows: Rows, ndim: int) -> torch.Tensor:
-    """A vector parameter (bias, norm weight) of every row, shaped to broadcast over an activation of ndim dims."""
+def _per_row(bank: torch.Tensor, rows: Rows, ndim: int, name: str = "") -> torch.Tensor:
+    """A vector parameter (bias, norm weight) of every row, shaped to broadcast over an activation of ndim dims;
+    a Mix row's is its weighted sum, in float32 and then in the bank's dtype, as a merge would store it."""
     def make():
-        if len(rows.runs) == 1:
+        if rows.mixed:
+            vectors = torch.stack([sum(c * bank[s].float() for s, c in pairs).to(bank.dtype)
+                                   for pairs in rows.terms(name, bank)])
+        elif len(rows.runs) == 1:
             vectors = bank[rows.slices[0]:rows.slices[0] + len(rows)]
         else:
             vectors = bank.index_select(0, rows.index)  # one small vector per row: a copy costs nothing here
@@ -111,13 +191,15 @@ STORED_ORDER_DECODE = {"cpu"}
 
 
 def _matmul(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, rows: Rows,
-            transposed: bool) -> torch.Tensor:
+            transposed: bool, name: str = "") -> torch.Tensor:
     """x [k, n, in] times each row's weight: bank [V, out, in] when transposed (nn.Linear), else [V, in, out].
 
     Every run of rows reads its slices as one view of the bank; selected slices are never gathered into a new
     tensor, which would copy every selected weight at every step and double the memory traffic that bounds
     decoding.
     """
+    if rows.mixed:
+        return _mixed_matmul(x, weight, bias, rows, transposed, name)
     if transposed and x.shape[1] == 1 and x.device.type in STORED_ORDER_DECODE:
         shared = rows.view((id(weight), "shared"), lambda: _identical_slices(weight, rows.slices, rows.same))
         if shared:
@@ -177,18 +259,40 @@ def _shared_product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     return out if bias is None else out.add_(bias)
 
 
+def _mixed_matmul(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, rows: Rows,
+                  transposed: bool, name: str) -> torch.Tensor:
+    """x [k, n, in] times each row's weighted sum of slices, as the weighted sum of the slices' products.
+
+    Each distinct slice is read once, in one product for every row that needs it; the products are summed per
+    row in float32 (a row of one slice gets its product unchanged). The bias, a vector, is mixed per row.
+    """
+    out = torch.zeros(x.shape[0], x.shape[1], weight.shape[-2] if transposed else weight.shape[-1],
+                      dtype=torch.float32, device=x.device)
+    for s, members, coefficients in rows.groups(name, weight):
+        xs = x.index_select(0, members)
+        w = weight[s]
+        if transposed and x.shape[1] == 1 and x.device.type in STORED_ORDER_DECODE:
+            product = torch.mm(w, xs[:, 0].T).T[:, None]  # [m, 1, out]: the weight read as stored
+        else:
+            product = torch.matmul(xs, w.mT if transposed else w)
+        out.index_add_(0, members, product.float() * coefficients.view(-1, 1, 1))
+    out = out.to(x.dtype)
+    return out if bias is None else out.add_(bias)
+
+
 class BankedLinear(nn.Module):
     """nn.Linear (transposed=True, weight [out, in]) or transformers' Conv1D (weight [in, out]) over the bank."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, transposed: bool):
         super().__init__()
         self.weight_bank, self.bias_bank, self.transposed = weight, bias, transposed
+        self.names: dict[str, str] = {}  # parameter names of the banks, set by _build (a Mix is keyed by them)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = _rows(x.shape[0])
         flat = x.reshape(len(rows), -1, x.shape[-1])
-        bias = None if self.bias_bank is None else _per_row(self.bias_bank, rows, 3)
-        out = _matmul(flat, self.weight_bank, bias, rows, self.transposed)
+        bias = None if self.bias_bank is None else _per_row(self.bias_bank, rows, 3, self.names.get("bias", ""))
+        out = _matmul(flat, self.weight_bank, bias, rows, self.transposed, self.names.get("weight", ""))
         return out.view(*x.shape[:-1], out.shape[-1])
 
 
@@ -199,25 +303,38 @@ class BankedEmbedding(nn.Module):
     def __init__(self, weight: torch.Tensor, scale: torch.Tensor | None = None):
         super().__init__()
         self.weight_bank, self.scale = weight, scale
+        self.names: dict[str, str] = {}
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        # Position ids come as one row [1, T] shared by all variants; the row index broadcasts over them.
+        # Position ids may come as one row [1, T] shared by all variants; the row index broadcasts over them.
         rows = _rows(ids.shape[0], shared=True)
-        vectors = self.weight_bank[rows.index.view(-1, *[1] * (ids.dim() - 1)), ids]
+        if rows.mixed:
+            vectors = self._mixed(ids.expand(len(rows), *ids.shape[1:]), rows)
+        else:
+            vectors = self.weight_bank[rows.index.view(-1, *[1] * (ids.dim() - 1)), ids]
         return vectors if self.scale is None else vectors * self.scale.to(vectors.dtype)
+
+    def _mixed(self, ids: torch.Tensor, rows: Rows) -> torch.Tensor:
+        bank = self.weight_bank
+        out = torch.zeros(*ids.shape, bank.shape[-1], dtype=torch.float32, device=ids.device)
+        for s, members, coefficients in rows.groups(self.names.get("weight", ""), bank):
+            looked_up = bank[s][ids.index_select(0, members)].float()
+            out.index_add_(0, members, looked_up * coefficients.view(-1, *[1] * (ids.dim())))
+        return out.to(bank.dtype)
 
 
 class BankedLayerNorm(nn.Module):
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, normalized_shape, eps: float):
         super().__init__()
         self.weight_bank, self.bias_bank, self.normalized_shape, self.eps = weight, bias, normalized_shape, eps
+        self.names: dict[str, str] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # One fused layer_norm per row, as nn.LayerNorm computes it: normalising first and scaling after would
         # round twice more, and in bfloat16 that alone changed greedy answers.
         rows = _rows(x.shape[0])
-        weight = _per_row(self.weight_bank, rows, 2)
-        bias = None if self.bias_bank is None else _per_row(self.bias_bank, rows, 2)
+        weight = _per_row(self.weight_bank, rows, 2, self.names.get("weight", ""))
+        bias = None if self.bias_bank is None else _per_row(self.bias_bank, rows, 2, self.names.get("bias", ""))
         return torch.stack([F.layer_norm(x[r], self.normalized_shape, weight[r], None if bias is None else bias[r],
                                          self.eps) for r in range(len(rows))])
 
@@ -229,10 +346,11 @@ class BankedRMSNorm(nn.Module):
     def __init__(self, weight: torch.Tensor, eps: float, gemma: bool = False):
         super().__init__()
         self.weight_bank, self.eps, self.gemma = weight, eps, gemma
+        self.names: dict[str, str] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = _rows(x.shape[0])
-        weight = _per_row(self.weight_bank, rows, x.dim())
+        weight = _per_row(self.weight_bank, rows, x.dim(), self.names.get("weight", ""))
         if self.gemma:
             hidden = x.float()
             hidden = hidden * torch.rsqrt(hidden.pow(2).mean(-1, keepdim=True) + self.eps)
@@ -308,5 +426,6 @@ def _build(bank: WeightBank) -> PreTrainedModel:
             banked = make(module, {attr: bank.tensors[names[id(p)]] for attr, p in own.items()})
         except UnsupportedModel as err:
             raise UnsupportedModel(f"{path}: {err}") from None
+        banked.names = {attr: names[id(p)] for attr, p in own.items()}
         model.set_submodule(path, banked)
     return model

@@ -20,7 +20,7 @@ import torch
 from transformers import DynamicCache, PreTrainedModel
 
 from models.bank import WeightBank
-from models.batched import Rows, UnsupportedModel, batched_model, selected_rows
+from models.batched import Mix, Recipe, Rows, UnsupportedModel, batched_model, selected_rows
 
 log = logging.getLogger(__name__)
 
@@ -95,21 +95,32 @@ class QueueStreamer:
 
 def generate(bank: WeightBank, variants: Sequence[str], prompt_ids: list[int], settings: GenerationSettings,
              streamers: Mapping[str, Streamer], stop_event: threading.Event | None = None, batched: bool = True,
-             tokenizer=None) -> dict[str, GenerationResult]:
-    """Answer ``prompt_ids`` with every variant; batched in one forward per step, or one thread per variant."""
+             tokenizer=None, mixes: Mapping[str, Mix] | None = None) -> dict[str, GenerationResult]:
+    """Answer ``prompt_ids`` with every variant; batched in one forward per step, or one thread per variant.
+
+    ``mixes`` names merge-free variants (models.batched.Mix) that are not bank slices; they need the batched
+    forward.
+    """
     started = time.perf_counter()
-    _check(bank, variants, prompt_ids, settings, tokenizer)
-    order = sorted(variants, key=bank.index)  # bank order: consecutive slices are read as one view
+    mixes = mixes or {}
+    _check(bank, variants, prompt_ids, settings, tokenizer, mixes)
+    # Bank order: consecutive slices are read as one view; merge-free rows after them.
+    order = sorted(variants, key=lambda v: len(bank.variants) if v in mixes else bank.index(v))
     run = _Run(prompt_ids, settings, streamers, stop_event or threading.Event(), tokenizer, bank.device, started)
     if batched:
         try:
             model = batched_model(bank)
         except UnsupportedModel as err:
+            if mixes:
+                raise UnsupportedModel(f"merge-free columns need the batched forward: {err}") from None
             log.warning("batched generation is not available for this model, generating each variant in its "
                         "own thread instead: %s", err)
             batched = False
+    elif mixes:
+        raise ValueError(f"generate: merge-free columns {sorted(mixes)} need the batched forward (batched=True)")
     if batched:
-        results = _decode(_batched_step(model, [bank.index(v) for v in order], bank.device), order, run)
+        recipes = [mixes[v] if v in mixes else bank.index(v) for v in order]
+        results = _decode(_batched_step(model, recipes, bank.device), order, run)
     else:
         results = _threads(bank, order, run)
     return {v: results[v] for v in variants}
@@ -231,15 +242,15 @@ def _last_logits(model: PreTrainedModel, input_ids: torch.Tensor, cache: Dynamic
     return out.logits[:, -1].float()
 
 
-def _batched_step(model: PreTrainedModel, slices: list[int], device: torch.device) -> Step:
+def _batched_step(model: PreTrainedModel, recipes: list[Recipe], device: torch.device) -> Step:
     cache = DynamicCache(config=model.config)
-    current, rows = list(range(len(slices))), Rows(slices, device)
+    current, rows = list(range(len(recipes))), Rows(recipes, device)
 
     def step(input_ids: torch.Tensor, active: list[int]) -> torch.Tensor:
         nonlocal current, rows
         if active != current:  # finished rows leave the batch: the others stop paying for their weights
             cache.batch_select_indices(torch.tensor([current.index(r) for r in active], device=device))
-            current, rows = active, Rows([slices[r] for r in active], device, same=rows.same)
+            current, rows = active, Rows([recipes[r] for r in active], device, same=rows.same)
         with selected_rows(rows):
             return _last_logits(model, input_ids, cache)
 
@@ -272,13 +283,14 @@ def _threads(bank: WeightBank, variants: list[str], run: _Run) -> dict[str, Gene
 
 
 def _check(bank: WeightBank, variants: Sequence[str], prompt_ids: list[int], settings: GenerationSettings,
-           tokenizer) -> None:
+           tokenizer, mixes: Mapping[str, Mix] = {}) -> None:
     if not variants:
         raise ValueError("generate: no variants given; name at least one of " + ", ".join(bank.variants))
     if len(set(variants)) != len(variants):
         raise ValueError(f"generate: variants {list(variants)} name one variant twice")
     for v in variants:
-        bank.index(v)
+        if v not in mixes:
+            bank.index(v)
     if not prompt_ids:
         raise ValueError("generate: the prompt is empty; it needs at least one token")
     if settings.stop_strings and tokenizer is None:

@@ -1,0 +1,100 @@
+"""Merge-free rows: a soup, SLERP, task arithmetic, model stock or NuSLERP column computed from the parents'
+slices with its coefficients gives the logits (and greedy tokens) of its materialised merge, on tiny GPT-2,
+Llama and Gemma 3 models, with no merged copy."""
+
+import pytest
+import torch
+
+from merging import MergeSpec, merge_model
+from merging.coefficients import ParentFigures, coefficients
+from models import batched
+from models.batched import Mix, Rows, batched_model, selected_rows
+from models.generation import GenerationSettings, generate
+from tests.test_bank import ARCHS, PROMPT, logits, one_thread, tiny_bank, tiny_model  # noqa: F401 (autouse)
+from tests.test_merging_coefficients import SPECS
+
+MERGE_FREE = ("soup", "slerp, schedules and filters", "task arithmetic", "model stock", "nuslerp")
+
+
+def mix_for(bank, spec: MergeSpec, num_layers: int) -> Mix:
+    base, first, second = (bank.slice(v) for v in ("base", "model1", "model2"))
+    found = coefficients(spec, list(bank.tensors), num_layers, ParentFigures(base, first, second))
+    return Mix.of(found.table, [bank.index(v) for v in ("base", "model1", "model2")])
+
+
+def materialised(bank, spec: MergeSpec, num_layers: int, into: str = "soup") -> None:
+    base, first, second = (bank.slice(v) for v in ("base", "model1", "model2"))
+    merge_model(bank.slice(into), base, [first, second], spec, num_layers)
+
+
+def rows_logits(bank, recipes, ids) -> torch.Tensor:
+    with selected_rows(Rows(recipes, bank.device)), torch.no_grad():
+        return batched_model(bank)(torch.tensor([ids] * len(recipes))).logits
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("label", MERGE_FREE)
+@pytest.mark.parametrize("products", ["stored order", "per run"])
+def test_a_mixed_row_gives_its_materialised_merges_logits(arch, label, products, monkeypatch):
+    if products == "per run":
+        monkeypatch.setattr(batched, "STORED_ORDER_DECODE", set())
+    bank, _ = tiny_bank(arch)
+    layers = bank.template.config.num_hidden_layers
+    spec = MergeSpec.from_dict(SPECS[label])
+    materialised(bank, spec, layers)
+    mix = mix_for(bank, spec, layers)
+    for ids in (PROMPT, PROMPT[:1]):  # the prompt, and one token (a decoding step)
+        out = rows_logits(bank, [1, mix, 2, bank.index("ties")], ids)
+        expected = [logits(bank.module(v), ids) for v in ("model1", "soup", "model2", "ties")]
+        scale = max(e.abs().max() for e in expected)
+        for row, reference in enumerate(expected):
+            assert (out[row] - reference).abs().max() <= 1e-4 * scale, (row, ids)
+        # Model 1 and Model 2 rows read their slices alone: as exact as the plain batched forward.
+        assert torch.allclose(out[0], expected[0], atol=1e-6 * scale)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_mixed_rows_generate_the_materialised_merges_greedy_tokens(arch):
+    bank, _ = tiny_bank(arch)
+    layers = bank.template.config.num_hidden_layers
+    soup, slerp = MergeSpec.from_dict(SPECS["soup"]), MergeSpec.from_dict(SPECS["slerp"])
+    materialised(bank, soup, layers, "soup")
+    materialised(bank, slerp, layers, "slerp")
+    settings = GenerationSettings(max_new_tokens=8, greedy=True)
+    mixes = {"soup~": mix_for(bank, soup, layers), "slerp~": mix_for(bank, slerp, layers)}
+    free = generate(bank, ["model1", "soup~", "slerp~", "model2"], PROMPT, settings, {}, mixes=mixes)
+    alone = generate(bank, ["model1", "soup", "slerp", "model2"], PROMPT, settings, {}, batched=False)
+    assert [free[v].token_ids for v in ("model1", "soup~", "slerp~", "model2")] == \
+        [alone[v].token_ids for v in ("model1", "soup", "slerp", "model2")]
+
+
+def test_slices_equal_in_every_parent_are_read_once_for_every_row():
+    """A LoRA pair leaves the embeddings as the base had them: the tied head is one product for all rows."""
+    bank, _ = tiny_bank("llama-tied")
+    embedding = "model.embed_tokens.weight"
+    for v in ("model1", "model2"):
+        bank.tensors[embedding][bank.index(v)].copy_(bank.tensors[embedding][0])
+    mix = mix_for(bank, MergeSpec.from_dict(SPECS["slerp"]), 2)
+    rows = Rows([1, mix, 2], "cpu")
+    groups = rows.groups(embedding, bank.tensors[embedding])
+    assert [(s, m.tolist(), c.tolist()) for s, m, c in groups] == [(1, [0, 1, 2], [1.0, 1.0, 1.0])]
+    assert len(rows.groups("model.layers.0.mlp.up_proj.weight", bank.tensors["model.layers.0.mlp.up_proj.weight"])) == 2
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "gemma3"])
+def test_bfloat16_mixed_rows_are_as_close_to_the_float32_merge_as_the_bfloat16_merge(arch):
+    """A Space serves in bfloat16: the merge-free row must not lose more than materialising in bfloat16 does."""
+    spec = MergeSpec.from_dict(SPECS["slerp"])
+    reference_bank, _ = tiny_bank(arch)
+    layers = reference_bank.template.config.num_hidden_layers
+    materialised(reference_bank, spec, layers)
+    reference = logits(reference_bank.module("soup"), PROMPT)
+
+    template = tiny_model(arch).to(torch.bfloat16)
+    bank, _ = tiny_bank(arch, template)
+    for name, tensor in bank.tensors.items():  # the same parents, rounded to bfloat16
+        tensor.copy_(reference_bank.tensors[name])
+    materialised(bank, spec, layers)
+    merge_error = (logits(bank.module("soup"), PROMPT).float() - reference).abs().max()
+    free = rows_logits(bank, [mix_for(bank, spec, layers)], PROMPT)[0].float()
+    assert (free - reference).abs().max() <= 2 * merge_error + 1e-3 * reference.abs().max()
