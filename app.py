@@ -116,6 +116,8 @@ def column_footer(column, question: str = "") -> str:
     parts = [f"{column.n_tokens} token", f"{column.tokens_per_second:.1f} token/s"]
     if column.reused:
         parts.append("önbellekten (değişmedi)")
+    elif column.merge_free:
+        parts.append("birleştirme yok (katsayılarla)")
     elif column.merge_ms is not None:
         parts.append(f"birleştirme {column.merge_ms:.0f} ms" if column.merge_ms else "birleştirme yok (aynı ayar)")
     if column.done:
@@ -483,8 +485,9 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits()):
                 if variant not in specs:
                     raise RequestError(f"{variant}: no such merged column; choose an extra method first")
                 recipe_text = saving.recipe_yaml(model_set, specs[variant])
-                with comparison.slots.reading({variant: specs[variant]}):
-                    folder = saving.save_variant(model_set, variant, Path(limits.save_dir), name, recipe_text)
+                with comparison.holding({variant: specs[variant]}, materialise=True) as held:
+                    folder = saving.save_variant(model_set, held.variants[variant], Path(limits.save_dir), name,
+                                                 recipe_text, label=variant)
             except (RequestError, saving.SaveError, ValueError) as err:
                 raise gr.Error(str(err), title="harman") from None
             size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
@@ -596,8 +599,13 @@ def parse_args(argv=None):
     p.add_argument("--max-rows", type=int, default=int(os.environ.get("HARMAN_MAX_ROWS", "60")),
                    help="most held-out rows one score or sweep may use")
     p.add_argument("--max-sweep-points", type=int, default=int(os.environ.get("HARMAN_MAX_SWEEP_POINTS", "21")))
-    p.add_argument("--concurrency", type=int, default=int(os.environ.get("HARMAN_CONCURRENCY", "2")),
-                   help="requests served at the same time")
+    p.add_argument("--concurrency", type=int, default=int(os.environ.get("HARMAN_CONCURRENCY", "8")),
+                   help="requests served at the same time (their rows share one decoding loop)")
+    p.add_argument("--answer-cache", type=int, default=int(os.environ.get("HARMAN_ANSWER_CACHE", "256")),
+                   help="answers kept to serve unchanged columns again; 0 decodes every column every time")
+    p.add_argument("--pool", type=int, default=int(os.environ.get("HARMAN_POOL", "4")),
+                   help="bank slices for materialised merges (TIES, DARE, breadcrumbs, DELLA, saving); each is "
+                        "one model copy, written when first used (env HARMAN_POOL)")
     return p.parse_args(argv)
 
 
@@ -608,7 +616,9 @@ def load_model_set(args):
                  "dtype": args.dtype, "device_map": args.device_map, "allow_pickle": args.allow_pickle,
                  "trust_remote_code": args.trust_remote_code}
     preset = presets.load(args.preset, overrides=overrides)
-    return model_set.load(preset)
+    if args.pool < 1:
+        raise presets.PresetError(f"--pool {args.pool}: the pool needs at least one slice for TIES")
+    return model_set.load(preset, pool=args.pool)
 
 
 def main(argv=None) -> int:
@@ -636,7 +646,10 @@ def main(argv=None) -> int:
     limits = Limits(heldout=default_heldout() + tuple(args.heldout), max_rows=args.max_rows,
                     max_sweep_points=args.max_sweep_points, save_dir=args.save_dir,
                     hub_token=os.environ.get("HF_TOKEN") or None)
-    page, i18n = build_page(Comparison(models, batched=not args.no_batch), examples.questions(), limits)
+    comparison = Comparison(models, batched=not args.no_batch, answer_cache=args.answer_cache)
+    # SLERP's angles and model stock's cosines, measured once for every tensor while the page starts.
+    threading.Thread(target=comparison.warm, name="parent-figures", daemon=True).start()
+    page, i18n = build_page(comparison, examples.questions(), limits)
     page.queue(max_size=args.queue_size, default_concurrency_limit=args.concurrency)
     auth = tuple(args.auth.split(":", 1)) if args.auth else None
     launch = dict(server_name=args.host, server_port=args.port, auth=auth, i18n=i18n, show_error=True)

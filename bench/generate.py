@@ -1,14 +1,17 @@
-"""How fast the five answer columns decode: batched (one forward for all), one thread per variant, and one variant
-after another, against the floor set by memory bandwidth.
+"""How fast the five answer columns decode: merge-free (Soup and SLERP as coefficients over the parents' slices, one
+forward for all), batched (every merged column materialised, one forward for all), one thread per variant, and
+one variant after another, each against the floor set by memory bandwidth.
 
     python -m bench.generate                        # SmolLM2-135M shapes, float32, CPU
     python -m bench.generate --shapes gpt2-large --device cuda --dtype bfloat16
     python -m bench.generate --preset default       # the real offline default pair, merged at the page's defaults
 
-All three modes run in one process on one bank, in turn (--rounds repeats the turn and keeps each mode's
+All four modes run in one process on one bank, in turn (--rounds repeats the turn and keeps each mode's
 fastest run, which evens out other load on a shared machine). Right before each run the floor is measured: the
-time to read (sum) exactly the weights of the five variants that one decoding step reads, so best tokens/s =
-5 / that time. Peak RSS is the growth of the process's peak resident set during each run (Linux VmHWM, reset
+time to read (sum) exactly the weights that one decoding step of that mode must read, each distinct bank slice
+once (a LoRA pair's embeddings are one slice for every column; merge-free columns read the parents' slices), so
+best tokens/s = 5 / that time. One forward of the prompt also compares the merge-free columns' logits with their
+materialised merges'. Peak RSS is the growth of the process's peak resident set during each run (Linux VmHWM, reset
 before the run): the bank is shared by every mode, so a mode that copied weights would show it there.
 Prints one JSON line per run and a summary line, then a readable summary.
 """
@@ -29,12 +32,14 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 from models.bank import WeightBank
-from models.batched import BankedLinear, BankedLayerNorm, BankedRMSNorm, batched_model
+from models.batched import BankedLinear, BankedLayerNorm, BankedRMSNorm, Mix, Recipe, Rows, batched_model, \
+    selected_rows
 from models.generation import GenerationSettings, generate
 
 COLUMNS = ("model1", "model2", "soup", "slerp", "ties")
 MERGED = ("soup", "slerp", "ties")
-MODES = ("batched", "threads", "sequential")
+MODES = ("merge-free", "batched", "threads", "sequential")
+STAND_INS = (0.5, 0.3, 0.7)  # random shapes: each merged slice is lerp(Model 2, Model 1, w), a stand-in merge
 PROMPT_TOKENS = 12
 SHAPES = {
     # SmolLM2-135M-Instruct, the app's default model
@@ -58,11 +63,20 @@ def build_bank(shapes: str, device: str, dtype: torch.dtype) -> WeightBank:
     base = MappingProxyType({n: p.detach() for n, p in model.named_parameters()})
     parents = {"base": base, "model1": _Finetune(base, seed=1), "model2": _Finetune(base, seed=2)}
     bank = WeightBank.build(model, parents, MERGED)
-    for name, weight in zip(MERGED, (0.5, 0.3, 0.7)):  # stand-ins for the merge engine: distinct weights
+    for name, weight in zip(MERGED, STAND_INS):  # stand-ins for the merge engine: distinct weights
         for target, one, two in zip(bank.slice(name).values(), bank.slice("model1").values(),
                                     bank.slice("model2").values()):
             torch.lerp(two, one, weight, out=target)
     return bank
+
+
+def stand_in_recipes(bank: WeightBank) -> dict[str, dict[str, Recipe]]:
+    """Per mode, what each column reads: the stand-in merges as slices, or Soup and SLERP as their coefficients."""
+    materialised = {c: bank.index(c) for c in COLUMNS}
+    one, two = bank.index("model1"), bank.index("model2")
+    mixes = {c: Mix({n: ((one, w), (two, 1 - w)) for n in bank.tensors})
+             for c, w in zip(MERGED, STAND_INS) if c in ("soup", "slerp")}
+    return {"merge-free": {**materialised, **mixes}, **{m: materialised for m in MODES[1:]}}
 
 
 class _Finetune(Mapping):
@@ -84,18 +98,29 @@ class _Finetune(Mapping):
         return len(self.base)
 
 
-def floor_step_seconds(bank: WeightBank, rounds: int = 3) -> tuple[float, int]:
-    """Best time to read every weight that one batched step of the five columns reads, and its bytes.
+def floor_step_seconds(bank: WeightBank, recipes: dict[str, Recipe], shared: bool = True, rounds: int = 3
+                       ) -> tuple[float, int]:
+    """Best time to read every weight that one decoding step of these columns must read, and its bytes: each
+    distinct bank slice once when the columns decode in one batch (``shared``), every column's own otherwise.
 
     Embedding tables read row by row (token lookups) are left out; a table tied to the head is read in full.
     Timed with one thread and with the configured number, keeping the faster: on busy cores a multi-threaded
     sum can wait for a core and would make a floor that is too easy to reach.
     """
     model = batched_model(bank)
-    read = {id(t) for m in model.modules() if isinstance(m, (BankedLinear, BankedLayerNorm, BankedRMSNorm))
-            for t in (m.weight_bank, getattr(m, "bias_bank", None)) if t is not None}
-    first = bank.index(COLUMNS[0])
-    views = [t[first:first + len(COLUMNS)] for t in bank.tensors.values() if id(t) in read]
+    rows = Rows([recipes[c] for c in COLUMNS], bank.device)
+    views, seen = [], set()
+    for m in model.modules():
+        if not isinstance(m, (BankedLinear, BankedLayerNorm, BankedRMSNorm)):
+            continue
+        for attr, tensor in (("weight", m.weight_bank), ("bias", getattr(m, "bias_bank", None))):
+            if tensor is None or id(tensor) in seen:
+                continue
+            seen.add(id(tensor))
+            if shared:
+                views += [tensor[s] for s, _, _ in rows.groups(m.names[attr], tensor)]
+            else:
+                views += [tensor[s] for terms in rows.terms(m.names[attr], tensor) for s, _ in terms]
     nbytes = sum(v.numel() * v.element_size() for v in views)
     best, threads = float("inf"), torch.get_num_threads()
     for n in sorted({1, threads}):
@@ -124,16 +149,17 @@ class _Clock:
         pass
 
 
-def run_mode(bank: WeightBank, mode: str, settings: GenerationSettings, prompt: list[int]) -> dict:
+def run_mode(bank: WeightBank, mode: str, recipes: dict[str, Recipe], settings: GenerationSettings,
+             prompt: list[int]) -> dict:
     clocks = {c: _Clock() for c in COLUMNS}
     _sync(bank.device)
     start = time.perf_counter()
     if mode == "sequential":
         results = {}
         for c in COLUMNS:
-            results.update(generate(bank, [c], prompt, settings, {c: clocks[c]}, batched=False))
+            results.update(generate(bank, [c], prompt, settings, {c: clocks[c]}, batched=False, recipes=recipes))
     else:
-        results = generate(bank, COLUMNS, prompt, settings, clocks, batched=mode == "batched")
+        results = generate(bank, COLUMNS, prompt, settings, clocks, batched=mode != "threads", recipes=recipes)
     _sync(bank.device)
     wall = time.perf_counter() - start
     intervals = sorted((clocks[c].times[0], clocks[c].times[-1]) for c in COLUMNS)
@@ -153,16 +179,17 @@ def run_mode(bank: WeightBank, mode: str, settings: GenerationSettings, prompt: 
     }
 
 
-def measure(bank: WeightBank, mode: str, settings: GenerationSettings, prompt: list[int]) -> dict:
+def measure(bank: WeightBank, mode: str, recipes: dict[str, Recipe], settings: GenerationSettings,
+            prompt: list[int]) -> dict:
     """One timed run of a mode, with the floor measured just before it and the peak RSS during it."""
-    floor_s, step_bytes = floor_step_seconds(bank)
+    floor_s, step_bytes = floor_step_seconds(bank, recipes, shared=mode in ("merge-free", "batched"))
     cuda = torch.device(bank.device).type == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats(bank.device)
         gpu_before = torch.cuda.memory_allocated(bank.device)
     rss_before = _rss_kib("VmRSS")
     reset = _reset_peak_rss()
-    figures = run_mode(bank, mode, settings, prompt)
+    figures = run_mode(bank, mode, recipes, settings, prompt)
     peak = _rss_kib("VmHWM") if reset else None
     if cuda:
         figures["peak_gpu_growth_mib"] = (torch.cuda.max_memory_allocated(bank.device) - gpu_before) / 2**20
@@ -175,26 +202,43 @@ def measure(bank: WeightBank, mode: str, settings: GenerationSettings, prompt: l
     }
 
 
-def report(args, bank: WeightBank, build_s: float, runs: dict[str, list[dict]]) -> None:
+def logits_difference(bank: WeightBank, recipes: dict[str, dict[str, Recipe]], prompt: list[int]) -> dict:
+    """Per merge-free column: max |merge-free - materialised| logit over the prompt, relative to the largest."""
+    model = batched_model(bank)
+    out = {}
+    for mode in ("merge-free", "batched"):
+        with selected_rows(Rows([recipes[mode][c] for c in COLUMNS], bank.device)), torch.inference_mode():
+            out[mode] = model(torch.tensor([prompt] * len(COLUMNS), device=bank.device)).logits.float()
+    free = [i for i, c in enumerate(COLUMNS) if isinstance(recipes["merge-free"][c], Mix)]
+    return {COLUMNS[i]: float((out["merge-free"][i] - out["batched"][i]).abs().max()
+                              / out["batched"][i].abs().max()) for i in free}
+
+
+def report(args, bank: WeightBank, build_s: float, runs: dict[str, list[dict]], logits: dict) -> None:
     best = {m: max(rs, key=lambda r: r["decode_tokens_per_s"]) for m, rs in runs.items()}
-    b, t, s = best["batched"], best["threads"], best["sequential"]
+    f, b, t, s = best["merge-free"], best["batched"], best["threads"], best["sequential"]
     growth = {m: max(r["peak_rss_growth_mib"] or 0.0 for r in rs) for m, rs in runs.items()}
     summary = {
         "summary": True, "shapes": args.shapes, "device": args.device, "dtype": args.dtype,
         "threads": args.threads, "new_tokens": args.new_tokens, "rounds": args.rounds, "build_s": build_s,
-        "bank_bytes": bank.nbytes, "step_bytes": b["step_bytes"],
+        "bank_bytes": bank.nbytes, "step_bytes": {m: best[m]["step_bytes"] for m in MODES},
         "decode_tokens_per_s": {m: best[m]["decode_tokens_per_s"] for m in MODES},
         "tokens_per_s": {m: best[m]["tokens_per_s"] for m in MODES},
+        "merge_free_over_batched": f["decode_tokens_per_s"] / b["decode_tokens_per_s"],
+        "floor_over_merge_free": f["floor_tokens_per_s"] / f["decode_tokens_per_s"],
+        "merge_free_logits_relative_difference": logits,
         "batched_over_sequential": b["decode_tokens_per_s"] / s["decode_tokens_per_s"],
         "batched_over_threads": b["decode_tokens_per_s"] / t["decode_tokens_per_s"],
         "floor_tokens_per_s": b["floor_tokens_per_s"],
         "floor_over_batched": b["floor_tokens_per_s"] / b["decode_tokens_per_s"],
         "floor_over_sequential": s["floor_tokens_per_s"] / s["decode_tokens_per_s"],
         "bandwidth_gb_s": b["bandwidth_gb_s"],
-        "ttft_s": {m: best[m]["ttft_s"] for m in ("batched", "sequential")},
+        "ttft_s": {m: best[m]["ttft_s"] for m in ("merge-free", "batched", "sequential")},
         "peak_rss_growth_mib": growth,
         "peak_rss_process_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "same_tokens": all(r["token_ids"] == b["token_ids"] for rs in runs.values() for r in rs),
+        "different_tokens": {m: [c for c in COLUMNS if any(r["token_ids"][c] != b["token_ids"][c] for r in rs)]
+                             for m, rs in runs.items()},
         "load_average": [r["load_average"] for rs in runs.values() for r in rs],
     }
     print(json.dumps(summary), flush=True)
@@ -207,13 +251,17 @@ def report(args, bank: WeightBank, build_s: float, runs: dict[str, list[dict]]) 
         r = best[m]
         print(f"{m:<12}{r['decode_tokens_per_s']:>14.1f}{r['tokens_per_s']:>18.1f}{r['floor_tokens_per_s']:>18.1f}"
               f"{growth[m]:>16.1f}")
-    print(f"floor: {b['step_bytes'] / 1e9:.2f} GB read per step at {b['bandwidth_gb_s']:.1f} GB/s = "
-          f"{b['floor_tokens_per_s']:.1f} tok/s for 5 columns")
+    print(f"floor: {f['step_bytes'] / 1e9:.2f} GB (merge-free) / {b['step_bytes'] / 1e9:.2f} GB (batched) read per "
+          f"step at {b['bandwidth_gb_s']:.1f} GB/s = {f['floor_tokens_per_s']:.1f} / {b['floor_tokens_per_s']:.1f} "
+          f"tok/s for 5 columns")
+    print(f"merge-free / batched {summary['merge_free_over_batched']:.2f}x, floor / merge-free "
+          f"{summary['floor_over_merge_free']:.2f}x; merge-free logits vs materialised, relative: "
+          + ", ".join(f"{c} {d:.1e}" for c, d in logits.items()))
     print(f"batched / sequential {summary['batched_over_sequential']:.2f}x, batched / threads "
           f"{summary['batched_over_threads']:.2f}x, floor / batched {summary['floor_over_batched']:.2f}x, "
           f"floor / sequential {summary['floor_over_sequential']:.2f}x")
-    print("time to first token, s (batched vs sequential): " + ", ".join(
-        f"{c} {b['ttft_s'][c]:.2f} vs {s['ttft_s'][c]:.2f}" for c in COLUMNS))
+    print("time to first token, s (merge-free, batched, sequential): " + ", ".join(
+        f"{c} {f['ttft_s'][c]:.2f}/{b['ttft_s'][c]:.2f}/{s['ttft_s'][c]:.2f}" for c in COLUMNS))
     print(f"peak RSS of the process {summary['peak_rss_process_mib']:.0f} MiB; "
           f"same tokens in every mode: {summary['same_tokens']}")
 
@@ -253,17 +301,18 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     if args.preset:
-        with preset_bank(args.preset) as (bank, description):
+        with preset_bank(args.preset) as (bank, recipes, description):
             args.shapes, args.device, args.dtype = description
-            measure_all(args, bank, time.perf_counter() - started)
+            measure_all(args, bank, recipes, time.perf_counter() - started)
         return
     bank = build_bank(args.shapes, args.device, getattr(torch, args.dtype))
-    measure_all(args, bank, time.perf_counter() - started)
+    measure_all(args, bank, stand_in_recipes(bank), time.perf_counter() - started)
 
 
 @contextmanager
 def preset_bank(name: str):
-    """A preset's model set with Soup, SLERP and TIES merged at the page's default settings, held for reading."""
+    """A preset's model set at the page's default settings: Soup and SLERP as coefficients (merge-free) and, for
+    the other modes, all three merges materialised in pool slices; held for reading."""
     from models import model_set, presets
     from models.comparison import Comparison
     from models.requests import Controls, merge_specs
@@ -271,22 +320,27 @@ def preset_bank(name: str):
     models = model_set.load(presets.load(name))
     comparison = Comparison(models)
     specs = {c: s for c, s in merge_specs(Controls(question="bench")).items() if c in MERGED}
-    with comparison.slots.reading(specs):
-        yield models.bank, (f"{name} preset", str(models.bank.device), str(models.dtype).removeprefix("torch."))
+    with comparison.holding(specs) as free, comparison.holding(specs, materialise=True) as materialised:
+        parents = {c: models.bank.index(c) for c in ("model1", "model2")}
+        recipes = {"merge-free": {**parents, **free.recipes}}
+        recipes.update({m: {**parents, **materialised.recipes} for m in MODES[1:]})
+        yield models.bank, recipes, (f"{name} preset", str(models.bank.device),
+                                     str(models.dtype).removeprefix("torch."))
 
 
-def measure_all(args, bank: WeightBank, build_s: float) -> None:
+def measure_all(args, bank: WeightBank, recipes: dict[str, dict[str, Recipe]], build_s: float) -> None:
     prompt = torch.randint(0, 1000, (PROMPT_TOKENS,), generator=torch.Generator().manual_seed(0)).tolist()
     for mode in MODES:  # warm up: the batched model, the per-variant views, the allocator
-        run_mode(bank, mode, GenerationSettings(max_new_tokens=2, greedy=True), prompt)
+        run_mode(bank, mode, recipes[mode], GenerationSettings(max_new_tokens=2, greedy=True), prompt)
+    logits = logits_difference(bank, recipes, prompt)
     settings = GenerationSettings(max_new_tokens=args.new_tokens, greedy=True)
     runs: dict[str, list[dict]] = {m: [] for m in MODES}
     for _ in range(args.rounds):
         for mode in MODES:
-            run = measure(bank, mode, settings, prompt)
+            run = measure(bank, mode, recipes[mode], settings, prompt)
             print(json.dumps({k: v for k, v in run.items() if k != "token_ids"}), flush=True)
             runs[mode].append(run)
-    report(args, bank, build_s, runs)
+    report(args, bank, build_s, runs, logits)
 
 
 if __name__ == "__main__":

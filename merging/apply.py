@@ -105,6 +105,9 @@ class MergeTarget:
         start = time.perf_counter()
         jobs = plan(self.dest, self.base, self.models, spec, self.num_layers, self._parents)
         stale = [job for job in jobs if self._keys.get(job.name) != job.key]
+        # Until every stale tensor is written this target holds no spec: a merge that fails part-way must not
+        # leave it claiming the old one, or the next merge of the old spec would find "nothing changed".
+        self.spec = None
         with torch.no_grad():
             for job in stale:
                 # Forget first: should this job fail halfway, its tensor must not count as merged.

@@ -1,8 +1,10 @@
 """The weight bank: every variant of one model, held once.
 
 For each parameter name one tensor ``[V, *shape]`` on the model's device: slice 0 the base, 1 Model 1, 2 Model 2,
-then one slice per merged variant. The merge engine writes merged slices in place through ``slice()``; per-variant
-Hugging Face modules (``module()``) and the batched forward (models/batched.py) read the same memory.
+then the slices that materialised merges are written into (models/pool.py). The merge engine writes them in place
+through ``slice()``; per-variant Hugging Face modules (``module()``) and the batched forward (models/batched.py)
+read the same memory. Merged slices are left unwritten until their first merge: on a CPU their memory is not
+even touched (the allocator maps it lazily), so an unused slice costs nothing.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ class WeightBank:
 
     @classmethod
     def build(cls, template: PreTrainedModel, parents: Mapping[str, Mapping[str, torch.Tensor]],
-              merged: Sequence[str]) -> WeightBank:
-        """Bank ``parents`` (base first, then Model 1, Model 2) and ``merged`` slices that start as the base.
+              merged: Sequence[str], fill: bool = True) -> WeightBank:
+        """Bank ``parents`` (base first, then Model 1, Model 2) and ``merged`` slices that start as the base, or
+        unwritten (``fill=False``: whoever reads them merges into them first).
 
         State dict keys are the template's parameter names as ``template.named_parameters()`` gives them (a tied
         weight once). Afterwards the template's parameters are views of the base slice, so the bank is the only
@@ -50,7 +53,8 @@ class WeightBank:
                 bank[i].copy_(_parent_tensor(state, parent, name, param.shape))
                 if isinstance(state, MutableMapping):
                     del state[name]
-            bank[len(parents):] = bank[0]
+            if fill:
+                bank[len(parents):] = bank[0]
             view = nn.Parameter(bank[0], requires_grad=False)
             for module, attr in owned:
                 setattr(module, attr, view)
@@ -91,6 +95,11 @@ class WeightBank:
     @property
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.tensors.values())
+
+    @property
+    def slice_nbytes(self) -> int:
+        """The bytes of one variant."""
+        return sum(t[0].numel() * t.element_size() for t in self.tensors.values())
 
 
 def _owners(template: nn.Module) -> dict[str, list[tuple[nn.Module, str]]]:

@@ -63,8 +63,11 @@ class Rows:
     """
 
     def __init__(self, recipes: Sequence[Recipe], device: torch.device | str, same: dict | None = None,
-                 versions: Sequence[int] | None = None):
+                 versions: Sequence[int] | None = None, uniform: bool = False):
         self.recipes = tuple(recipes)
+        # Every row reads the same recipe, so an input of any number of rows may come (a head run on a
+        # flattened selection of positions, as scoring does).
+        self.uniform = uniform
         self.mixed = any(isinstance(r, Mix) for r in self.recipes)
         # Plain rows read one slice each; a mixed selection's rows have no single slice.
         self.slices = tuple(-1 if isinstance(r, Mix) else r for r in self.recipes)
@@ -162,6 +165,9 @@ def _rows(batch: int, shared: bool = False) -> Rows:
     if rows is None:
         raise RuntimeError("the batched model was called outside selected_rows(); "
                            "generate through models.generation.generate")
+    if rows.uniform and batch != len(rows):
+        return rows.view(("resized", batch), lambda: Rows(rows.recipes[:1] * batch, rows.device, rows.same,
+                                                          rows.versions, uniform=True))
     if batch != len(rows) and not (shared and batch == 1):
         raise RuntimeError(f"batched model: input has {batch} rows but {len(rows)} variants are selected")
     return rows
@@ -429,3 +435,28 @@ def _build(bank: WeightBank) -> PreTrainedModel:
         banked.names = {attr: names[id(p)] for attr, p in own.items()}
         model.set_submodule(path, banked)
     return model
+
+
+class RecipeModel:
+    """One recipe (a bank slice or a Mix) as a Hugging Face-like causal LM, for scoring: the batched model with
+    every row of each call reading that recipe."""
+
+    training = False
+
+    def __init__(self, bank: WeightBank, recipe: Recipe):
+        self._model, self.recipe, self.device = batched_model(bank), recipe, bank.device
+        self.config = self._model.config
+
+    def eval(self) -> RecipeModel:
+        return self
+
+    def train(self, mode: bool = True) -> RecipeModel:
+        return self
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, logits_to_keep=0,
+                **kwargs):
+        with selected_rows(Rows([self.recipe] * input_ids.shape[0], self.device, uniform=True)):
+            return self._model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=logits_to_keep,
+                               **kwargs)
+
+    __call__ = forward

@@ -1,5 +1,6 @@
-"""One comparison request, start to finish, without Gradio: prompt -> re-merge what changed -> generate every
-column that needs it in one pass -> multiplex the column streams into page-sized snapshots.
+"""One comparison request, start to finish, without Gradio: prompt -> coefficients or re-merge of what changed ->
+every column that needs it decoded in the server's loop -> the column streams multiplexed into page-sized
+snapshots.
 
 Answers are cached by (column, its merge spec, prompt ids, generation settings), so releasing the SLERP slider
 regenerates the SLERP column only: every other column's key is unchanged and its answer is reused.
@@ -7,18 +8,26 @@ regenerates the SLERP column only: every other column's key is unchanged and its
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Hashable, Iterator, Mapping
 
 from merging import MergeTarget
+from merging.coefficients import Coefficients, ParentFigures, coefficients, merge_free
+from models.batched import Mix, Recipe, RecipeModel, UnsupportedModel
+from models.decoding_loop import DecodingLoop, Job
 from models.generation import GenerationSettings, QueueStreamer, generate
-from models.model_set import ModelSet
-from models.variants import VariantSlots
+from models.model_set import PARENTS, ModelSet
+from models.pool import SlotPool
 from prompts import formats
+
+log = logging.getLogger(__name__)
 
 UPDATES_PER_SECOND = 10
 ANSWER_CACHE_SIZE = 256
@@ -32,6 +41,7 @@ class Column:
     n_tokens: int = 0
     seconds: float = 0.0
     merge_ms: float | None = None
+    merge_free: bool = False  # a weighted sum of the parents' slices: no merged copy, no merge
     reused: bool = False  # the answer came from the cache
     done: bool = False
     finish_reason: str = ""
@@ -57,28 +67,113 @@ class Snapshot:
     notes: list[str] = field(default_factory=list)
 
 
-class Comparison:
-    """Serves comparison requests for one model set; safe to call from many threads at once."""
+@dataclass
+class Held:
+    """What a request reads while it holds its merges: per column, the recipe (a bank slice or a merge-free
+    Mix), the merge report (None: nothing was merged for it) and, for a materialised merge, its bank variant."""
+    recipes: dict[str, Recipe]
+    reports: dict[str, object]
+    variants: dict[str, str]
 
-    def __init__(self, model_set: ModelSet, batched: bool = True):
+
+class Comparison:
+    """Serves comparison requests for one model set; safe to call from many threads at once.
+
+    Soup, SLERP, task arithmetic, model stock and NuSLERP columns are merge-free: coefficients over the parents'
+    slices (merging/coefficients.py). The other merges are materialised in a pool of bank slices reused by spec
+    (models/pool.py). Every request's rows decode in one server-wide loop (models/decoding_loop.py); without the
+    batched forward (--no-batch, or a model it does not know) each column runs its own module in a thread, and
+    every merge is materialised.
+    """
+
+    def __init__(self, model_set: ModelSet, batched: bool = True, answer_cache: int = ANSWER_CACHE_SIZE):
         self.model_set = model_set
-        self.batched = batched
+        self.answer_cache = answer_cache  # answers kept for reuse; 0: every request decodes (benchmarks)
         bank = model_set.bank
-        parents = [bank.slice("model1"), bank.slice("model2")]
-        self.targets = {
-            name: MergeTarget(bank.slice(name), bank.slice("base"), parents, model_set.num_layers)
-            for name in bank.variants if name not in ("base", "model1", "model2")
-        }
-        self.slots = VariantSlots([v for v in bank.variants if v in self.targets], self._merge)
-        self.last_reports: dict[str, object] = {}  # the latest merge diagnostics of each merged variant
+        base, parents = bank.slice("base"), [bank.slice("model1"), bank.slice("model2")]
+        self.figures = ParentFigures(base, *parents)
+        shared: dict = {}  # parent statistics, shared by every pool slice's target
+        self.targets = {name: MergeTarget(bank.slice(name), base, parents, model_set.num_layers, parents=shared)
+                        for name in bank.variants if name not in PARENTS}
+        self.versions = [0] * len(bank.variants)  # bumped when a pool slice is rewritten
+        self.pool = SlotPool(list(self.targets), self._merge, self._written)
+        self.loop: DecodingLoop | None = None
+        if batched:
+            try:
+                self.loop = DecodingLoop(bank, self.versions)
+            except UnsupportedModel as err:
+                log.warning("batched decoding is not available for this model; each column runs in its own "
+                            "thread and every merge is materialised: %s", err)
+        self.batched = self.loop is not None
+        self.last_reports: dict[str, object] = {}  # the latest merge diagnostics of each merged column
+        self._coefficients: OrderedDict = OrderedDict()  # spec -> Coefficients, the most recent few
         self._answers: OrderedDict = OrderedDict()
         self._answers_lock = threading.Lock()
 
     def _merge(self, variant: str, spec):
-        report = self.targets[variant].merge(spec)
-        if report is not None:
-            self.last_reports[variant] = report
-        return report
+        return self.targets[variant].merge(spec)
+
+    def _written(self, variant: str) -> None:
+        self.versions[self.model_set.bank.index(variant)] += 1
+
+    def warm(self) -> None:
+        """Measure the parents' figures that merge-free columns need, before the first visitor asks."""
+        names = list(self.model_set.bank.tensors)
+        for name in names:
+            self.figures(name, False)
+            self.figures(name, True)
+
+    def coefficients(self, spec) -> Coefficients:
+        with self._answers_lock:
+            found = self._coefficients.get(spec)
+        if found is None:
+            found = coefficients(spec, list(self.model_set.bank.tensors), self.model_set.num_layers, self.figures)
+            with self._answers_lock:
+                self._coefficients[spec] = found
+                while len(self._coefficients) > ANSWER_CACHE_SIZE:
+                    self._coefficients.popitem(last=False)
+        return found
+
+    @contextmanager
+    def holding(self, specs: Mapping[str, Hashable], materialise: bool = False,
+                on_wait: Callable[[], None] | None = None) -> Iterator[Held]:
+        """Hold every merged column at its spec for the block (merge-free ones as coefficients, the others in
+        pool slices); ``materialise`` puts every merge in a pool slice (saving, the per-column fallback)."""
+        bank = self.model_set.bank
+        free = {c: s for c, s in specs.items() if self.batched and not materialise and merge_free(s)}
+        mixes = {c: self.coefficients(s) for c, s in free.items()}
+        pooled = {c: s for c, s in specs.items() if c not in free}
+        with self.pool.holding(pooled, on_wait) as slots:
+            held = Held(recipes={}, reports={}, variants={})
+            for column, found in mixes.items():
+                held.recipes[column] = Mix.of(found.table, [bank.index(v) for v in PARENTS])
+                held.reports[column] = found.report
+            for column, (variant, report) in slots.items():
+                held.recipes[column] = bank.index(variant)
+                held.variants[column] = variant
+                held.reports[column] = report
+            yield held
+
+    def model_for(self, held: Held, column: str):
+        """A Hugging Face-like model of one column (for perplexity)."""
+        bank = self.model_set.bank
+        recipe = held.recipes.get(column)
+        if recipe is None:
+            return bank.module(column)
+        if isinstance(recipe, Mix):
+            return RecipeModel(bank, recipe)
+        return bank.module(bank.variants[recipe])
+
+    def generate(self, held: Held, columns: list[str], prompt_ids: list[int], settings: GenerationSettings,
+                 stop_event: threading.Event | None = None) -> dict:
+        """Every column's answer to one prompt, in the server's decoding loop (or one thread per column)."""
+        ms = self.model_set
+        if self.loop is not None:
+            recipes = {c: held.recipes[c] if c in held.recipes else ms.bank.index(c) for c in columns}
+            job = Job(recipes, prompt_ids, settings, {}, stop_event or threading.Event(), ms.tokenizer)
+            return self.loop.run(job)
+        return generate(ms.bank, columns, prompt_ids, settings, {}, stop_event=stop_event, batched=False,
+                        tokenizer=ms.tokenizer, recipes=held.recipes)
 
     def prompt(self, question: str, max_new_tokens: int) -> formats.Prompt:
         ms = self.model_set
@@ -102,37 +197,52 @@ class Comparison:
         if not pending:
             yield snapshot
             return
-        specs = {c: request.specs[c] for c in pending if c in self.targets}
-        with self.slots.reading(specs) as reports:
-            for column, report in reports.items():
-                snapshot.columns[column].merge_ms = getattr(report, "ms", None) if report is not None else 0.0
-                # No merge (the slot held this spec already): the slot's weights are those of its last merge,
-                # which no other request can redo while this one reads them.
-                snapshot.columns[column].report = report if report is not None else self.last_reports.get(column)
-            yield from self._stream(snapshot, pending, prompt.ids, settings, stop_event)
+        specs = {c: request.specs[c] for c in pending if c not in PARENTS}
+        waiting: list[bool] = []
+        with self.holding(specs, on_wait=lambda: waiting.append(True)) as held:
+            bank = self.model_set.bank
+            for column in specs:
+                report = held.reports[column]
+                merged = column in held.variants and report is not None
+                snapshot.columns[column].merge_ms = getattr(report, "ms", None) if merged else 0.0
+                snapshot.columns[column].merge_free = column not in held.variants
+                if column in held.variants and report is None:
+                    # No merge (the slice held this spec already): its weights are those of its last merge,
+                    # which no other request can redo while this one reads them.
+                    report = self.pool.report(held.variants[column])
+                snapshot.columns[column].report = report
+                self.last_reports[column] = report
+            recipes = {c: held.recipes[c] if c in held.recipes else bank.index(c) for c in pending}
+            yield from self._stream(snapshot, recipes, held, prompt.ids, settings, stop_event)
         for column in pending:
             done = snapshot.columns[column]
             if done.finish_reason != "stopped":
                 self._remember(keys[column], done)
 
-    def _stream(self, snapshot: Snapshot, columns: list[str], prompt_ids: list[int],
+    def _stream(self, snapshot: Snapshot, recipes: dict[str, Recipe], held: Held, prompt_ids: list[int],
                 settings: GenerationSettings, stop_event: threading.Event) -> Iterator[Snapshot]:
         events: queue.Queue = queue.Queue()
         tokenizer = self.model_set.tokenizer
+        columns = list(recipes)
         streamers = {c: QueueStreamer(c, events, tokenizer) for c in columns}
-        failure: list[BaseException] = []
-
-        def work():
-            try:
-                generate(self.model_set.bank, columns, prompt_ids, settings, streamers, stop_event=stop_event,
-                         batched=self.batched, tokenizer=tokenizer)
-            except BaseException as err:  # surfaced to the request below, never lost in the thread
-                failure.append(err)
-                events.put((None, "failed", err))
-
-        worker = threading.Thread(target=work, name="harman-generate", daemon=True)
         started = time.perf_counter()
-        worker.start()
+        if self.loop is not None:
+            job = self.loop.submit(Job(recipes, prompt_ids, settings, streamers, stop_event, tokenizer,
+                                       on_error=lambda err: events.put((None, "failed", err))))
+            finished = job.done
+        else:
+            finished = threading.Event()
+
+            def work():
+                try:
+                    generate(self.model_set.bank, columns, prompt_ids, settings, streamers, stop_event=stop_event,
+                             batched=False, tokenizer=tokenizer, recipes=recipes)
+                except BaseException as err:  # surfaced to the request below, never lost in the thread
+                    events.put((None, "failed", err))
+                finally:
+                    finished.set()
+
+            threading.Thread(target=work, name="harman-generate", daemon=True).start()
         open_columns, last_yield = set(columns), 0.0
         try:
             while open_columns:
@@ -157,9 +267,10 @@ class Comparison:
                     yield snapshot
             yield snapshot
         finally:
-            # Stop button, closed tab (GeneratorExit) or an error: the decoding thread ends within one step.
+            # Stop button, closed tab (GeneratorExit) or an error: this request's rows leave within one step,
+            # and its merges are released only once nothing reads them.
             stop_event.set()
-            worker.join(timeout=5)
+            finished.wait(timeout=30)
 
     def _cached(self, key) -> Column | None:
         with self._answers_lock:
@@ -171,5 +282,5 @@ class Comparison:
     def _remember(self, key, column: Column) -> None:
         with self._answers_lock:
             self._answers[key] = replace(column)  # the report too: a cached answer still shows why
-            while len(self._answers) > ANSWER_CACHE_SIZE:
+            while len(self._answers) > self.answer_cache:
                 self._answers.popitem(last=False)

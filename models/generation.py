@@ -95,34 +95,34 @@ class QueueStreamer:
 
 def generate(bank: WeightBank, variants: Sequence[str], prompt_ids: list[int], settings: GenerationSettings,
              streamers: Mapping[str, Streamer], stop_event: threading.Event | None = None, batched: bool = True,
-             tokenizer=None, mixes: Mapping[str, Mix] | None = None) -> dict[str, GenerationResult]:
+             tokenizer=None, recipes: Mapping[str, Recipe] | None = None) -> dict[str, GenerationResult]:
     """Answer ``prompt_ids`` with every variant; batched in one forward per step, or one thread per variant.
 
-    ``mixes`` names merge-free variants (models.batched.Mix) that are not bank slices; they need the batched
-    forward.
+    A variant is a bank variant's name, or a column named in ``recipes``: a bank slice, or a merge-free Mix
+    (models.batched), which needs the batched forward.
     """
     started = time.perf_counter()
-    mixes = mixes or {}
-    _check(bank, variants, prompt_ids, settings, tokenizer, mixes)
+    recipes = {v: recipes[v] if recipes and v in recipes else bank.index(v) for v in variants} if variants else {}
+    _check(bank, variants, prompt_ids, settings, tokenizer)
+    mixes = sorted(v for v, r in recipes.items() if isinstance(r, Mix))
     # Bank order: consecutive slices are read as one view; merge-free rows after them.
-    order = sorted(variants, key=lambda v: len(bank.variants) if v in mixes else bank.index(v))
+    order = sorted(variants, key=lambda v: len(bank.variants) if v in mixes else recipes[v])
     run = _Run(prompt_ids, settings, streamers, stop_event or threading.Event(), tokenizer, bank.device, started)
     if batched:
         try:
             model = batched_model(bank)
         except UnsupportedModel as err:
             if mixes:
-                raise UnsupportedModel(f"merge-free columns need the batched forward: {err}") from None
+                raise UnsupportedModel(f"merge-free columns {mixes} need the batched forward: {err}") from None
             log.warning("batched generation is not available for this model, generating each variant in its "
                         "own thread instead: %s", err)
             batched = False
     elif mixes:
-        raise ValueError(f"generate: merge-free columns {sorted(mixes)} need the batched forward (batched=True)")
+        raise ValueError(f"generate: merge-free columns {mixes} need the batched forward (batched=True)")
     if batched:
-        recipes = [mixes[v] if v in mixes else bank.index(v) for v in order]
-        results = _decode(_batched_step(model, recipes, bank.device), order, run)
+        results = _decode(_batched_step(model, [recipes[v] for v in order], bank.device), order, run)
     else:
-        results = _threads(bank, order, run)
+        results = _threads(bank, {v: bank.variants[recipes[v]] for v in order}, run)
     return {v: results[v] for v in variants}
 
 
@@ -262,13 +262,14 @@ def _module_step(module: PreTrainedModel) -> Step:
     return lambda input_ids, active: _last_logits(module, input_ids, cache)
 
 
-def _threads(bank: WeightBank, variants: list[str], run: _Run) -> dict[str, GenerationResult]:
+def _threads(bank: WeightBank, variants: Mapping[str, str], run: _Run) -> dict[str, GenerationResult]:
+    """Each column (key) on its bank variant's own module (value), in its own thread."""
     results: dict[str, GenerationResult] = {}
     failures: list[BaseException] = []
 
-    def work(variant: str) -> None:
+    def work(column: str) -> None:
         try:
-            results.update(_decode(_module_step(bank.module(variant)), [variant], run))
+            results.update(_decode(_module_step(bank.module(variants[column])), [column], run))
         except BaseException as err:  # re-raised in the caller's thread below
             failures.append(err)
 
@@ -283,14 +284,11 @@ def _threads(bank: WeightBank, variants: list[str], run: _Run) -> dict[str, Gene
 
 
 def _check(bank: WeightBank, variants: Sequence[str], prompt_ids: list[int], settings: GenerationSettings,
-           tokenizer, mixes: Mapping[str, Mix] = {}) -> None:
+           tokenizer) -> None:
     if not variants:
         raise ValueError("generate: no variants given; name at least one of " + ", ".join(bank.variants))
     if len(set(variants)) != len(variants):
         raise ValueError(f"generate: variants {list(variants)} name one variant twice")
-    for v in variants:
-        if v not in mixes:
-            bank.index(v)
     if not prompt_ids:
         raise ValueError("generate: the prompt is empty; it needs at least one token")
     if settings.stop_strings and tokenizer is None:

@@ -16,7 +16,13 @@ from models.presets import Preset
 log = logging.getLogger(__name__)
 
 PARENTS = ("base", "model1", "model2")
-MERGED = ("soup", "slerp", "ties", "extra")
+# Bank slices for materialised merges (models/pool.py): the page's TIES column and a sparsifying extra column for
+# two visitors at once. Soup and SLERP columns need none (merge-free), and an unused slice costs no memory.
+POOL_SIZE = 4
+
+
+def pool_variants(size: int) -> tuple[str, ...]:
+    return tuple(f"pool{i}" for i in range(size))
 
 
 @dataclass
@@ -46,8 +52,10 @@ class ModelSet:
             f"  model2   {p.model2}",
             f"architecture  {self.architecture}, {self.num_layers} layers, {self.parameters / 1e6:.1f}M parameters",
             f"dtype/device  {str(self.dtype).removeprefix('torch.')} on {self.device}",
-            f"weight bank   {len(self.bank.variants)} variants ({', '.join(self.bank.variants)}): "
-            f"{self.bank.nbytes / 2**30:.2f} GiB",
+            f"weight bank   base + 2 parents {3 * self.bank.slice_nbytes / 2**30:.2f} GiB, "
+            f"+ {len(self.bank.variants) - 3} pool slices for materialised merges (TIES, DARE, ...) up to "
+            f"{(len(self.bank.variants) - 3) * self.bank.slice_nbytes / 2**30:.2f} GiB, written when first used; "
+            f"soup, SLERP, task arithmetic, model stock, NuSLERP: no copy",
             f"tokenizer     {len(self.tokenizer)} tokens, context {self.max_context}, prompt format {p.prompt_format}",
             f"loaded in     {self.load_seconds:.1f} s",
         ]
@@ -55,7 +63,7 @@ class ModelSet:
         return "\n".join(lines)
 
 
-def load(preset: Preset, merged: tuple[str, ...] = MERGED) -> ModelSet:
+def load(preset: Preset, pool: int = POOL_SIZE) -> ModelSet:
     """Load, check and bank a model set; raises SourceError or CompatibilityError with what to fix."""
     started = time.time()
     device = sources.resolve_device(preset.device)
@@ -97,7 +105,7 @@ def load(preset: Preset, merged: tuple[str, ...] = MERGED) -> ModelSet:
     for message in notes:
         log.info(message)
 
-    bank = WeightBank.build(template, {r: weights.pop(r) for r in PARENTS}, list(merged))
+    bank = WeightBank.build(template, {r: weights.pop(r) for r in PARENTS}, pool_variants(pool), fill=False)
     config = template.config
     return ModelSet(
         preset=preset,

@@ -84,7 +84,9 @@ def target_folder(allowed_root: Path, name: str) -> Path:
 
 
 def save_variant(model_set, variant: str, allowed_root: Path, name: str, recipe_yaml: str,
-                 scores: dict | None = None) -> Path:
+                 scores: dict | None = None, label: str | None = None) -> Path:
+    """Write bank variant ``variant`` (a materialised merge) as a checkpoint folder; ``label``: the column's name
+    for the model card."""
     target = target_folder(allowed_root, name)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
@@ -99,7 +101,8 @@ def save_variant(model_set, variant: str, allowed_root: Path, name: str, recipe_
             module.generation_config.save_pretrained(staging)
         model_set.tokenizer.save_pretrained(staging)
         (staging / "mergekit_config.yml").write_text(recipe_yaml, encoding="utf-8")
-        (staging / "README.md").write_text(card(model_set, variant, recipe_yaml, scores), encoding="utf-8")
+        (staging / "README.md").write_text(card(model_set, label or variant, recipe_yaml, scores),
+                                              encoding="utf-8")
         if target.exists():
             target.rmdir()  # empty, checked above
         staging.rename(target)

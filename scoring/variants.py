@@ -1,6 +1,6 @@
 """Scores and sweeps for the variants of a served model set: the glue between scoring/ and models/.
 
-Merged variants are held through the comparison's variant slots while they are scored, so a score is always
+Merged columns are held through the comparison (coefficients or pool slices) while they are scored, so a score is always
 of the weights its spec describes, even while other users generate.
 """
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 from models.comparison import Comparison
-from models.generation import generate, greedy_settings
+from models.generation import greedy_settings
 from models.requests import Controls, RequestError, merge_specs
 from prompts import formats
 from scoring.heldout import HeldoutSet
@@ -41,9 +41,10 @@ def prompt_texts(comparison: Comparison, heldout: HeldoutSet) -> list[str]:
             for r in heldout.rows]
 
 
-def heldout_perplexity(comparison: Comparison, variant: str, heldout: HeldoutSet, prompts: list[str]) -> float:
+def heldout_perplexity(comparison: Comparison, held, variant: str, heldout: HeldoutSet, prompts: list[str]) -> float:
+    """Perplexity of the references under one column, as the comparison holds it (``held``)."""
     ms = comparison.model_set
-    return perplexity(ms.bank.module(variant), ms.tokenizer, prompts, [r.reference for r in heldout.rows])
+    return perplexity(comparison.model_for(held, variant), ms.tokenizer, prompts, [r.reference for r in heldout.rows])
 
 
 @dataclass
@@ -59,20 +60,20 @@ def score_variants(comparison: Comparison, heldout: HeldoutSet, variants: list[s
     """Perplexity of the references and, under greedy generation, chrF/BLEU/ROUGE-L (+ EM and F1 for QA)."""
     cancel = cancel or threading.Event()
     specs = merge_specs(controls)
-    merged = {v: specs[v] for v in variants if v in comparison.targets}
+    merged = {v: specs[v] for v in variants if v in specs}
     missing = [v for v in variants if v not in merged and v not in ("base", "model1", "model2")]
     if missing:
         raise RequestError(f"cannot score {', '.join(missing)}: choose an extra method first")
     prompts = prompt_texts(comparison, heldout)
     ms = comparison.model_set
     answers: dict[str, list[str]] = {v: [] for v in variants}
-    with comparison.slots.reading(merged):
+    with comparison.holding(merged) as held:
         ppl = {}
         for i, v in enumerate(variants):
             if cancel.is_set():
                 return []
             _report(progress, i / (len(variants) + len(heldout.rows)), f"perplexity: {v}")
-            ppl[v] = heldout_perplexity(comparison, v, heldout, prompts)
+            ppl[v] = heldout_perplexity(comparison, held, v, heldout, prompts)
         for j, row in enumerate(heldout.rows):
             if cancel.is_set():
                 return []
@@ -81,8 +82,7 @@ def score_variants(comparison: Comparison, heldout: HeldoutSet, variants: list[s
             prompt = formats.build(ms.preset.prompt_format, user_message(row), ms.tokenizer, ms.max_context,
                                    max_new_tokens, ms.preset.system)
             settings = greedy_settings(prompt, max_new_tokens)
-            results = generate(ms.bank, variants, prompt.ids, settings, {}, stop_event=cancel,
-                               batched=comparison.batched, tokenizer=ms.tokenizer)
+            results = comparison.generate(held, variants, prompt.ids, settings, stop_event=cancel)
             for v in variants:
                 answers[v].append(results[v].text.strip())
     refs = [r.reference for r in heldout.rows]
@@ -129,15 +129,16 @@ def sweep_parameter(comparison: Comparison, heldout: HeldoutSet, controls: Contr
     except ValueError as err:
         raise RequestError(str(err)) from None
     prompts = prompt_texts(comparison, heldout)
-    references = {v: heldout_perplexity(comparison, v, heldout, prompts) for v in ("model1", "model2")}
+    with comparison.holding({}) as parents:
+        references = {v: heldout_perplexity(comparison, parents, v, heldout, prompts) for v in ("model1", "model2")}
     current: dict[str, float] = {}
 
     def apply(value: float) -> None:
         current["spec"] = merge_specs(controls_at(controls, parameter, value))[variant]
 
     def evaluate() -> float:
-        with comparison.slots.reading({variant: current["spec"]}):
-            return heldout_perplexity(comparison, variant, heldout, prompts)
+        with comparison.holding({variant: current["spec"]}) as held:
+            return heldout_perplexity(comparison, held, variant, heldout, prompts)
 
     def step(done: int, total: int) -> None:
         _report(progress, done / total, f"{parameter}: point {done}/{total}")
@@ -153,8 +154,8 @@ def greedy_soup_of(comparison: Comparison, heldout: HeldoutSet, controls: Contro
     def score_of(weights) -> float:
         w1, w2 = weights.get("model1", 0.0), weights.get("model2", 0.0)
         spec = merge_specs(replace(controls, soup_w1=w1, soup_w2=w2))["soup"]
-        with comparison.slots.reading({"soup": spec}):
-            return heldout_perplexity(comparison, "soup", heldout, prompts)
+        with comparison.holding({"soup": spec}) as held:
+            return heldout_perplexity(comparison, held, "soup", heldout, prompts)
 
     return greedy_soup(["model1", "model2"], score_of)
 

@@ -90,18 +90,18 @@ def test_unchanged_columns_are_reused_not_regenerated(served):
     client, comparison = served
     ask(client, slerp_t=0.3, question="Ankara nerededir?")
     calls = []
-    original = comparison.targets["slerp"].merge
-    comparison.targets["slerp"].merge = lambda spec: calls.append(spec) or original(spec)
+    original = comparison.coefficients
+    comparison.coefficients = lambda spec: calls.append(spec) or original(spec)
     try:
         out = client.predict(*{**DEFAULTS, "slerp_t": 0.7, "question": "Ankara nerededir?"}.values(),
                              api_name="/compare")
     finally:
-        comparison.targets["slerp"].merge = original
+        comparison.coefficients = original
     footers = dict(zip(app.COLUMNS, out[1 + 2 * len(app.COLUMNS):]))
-    assert len(calls) == 1
+    assert [spec.method for spec in calls] == ["slerp"]  # SLERP's coefficients only; nothing is merged
     for name in ("model1", "model2", "soup", "ties"):
         assert "önbellekten" in footers[name], (name, footers[name])
-    assert "önbellekten" not in footers["slerp"] and "birleştirme" in footers["slerp"]
+    assert "önbellekten" not in footers["slerp"] and "birleştirme yok (katsayılarla)" in footers["slerp"]
     # Each merged column says in brief why it answers as it does, also when its answer came from the cache.
     assert "doğrusala düşen tensör %" in footers["slerp"] and "ortalama açı" in footers["slerp"]
     assert "tutulan %" in footers["ties"] and "seçilen işarete uyan M1/M2 %" in footers["ties"]
@@ -109,15 +109,38 @@ def test_unchanged_columns_are_reused_not_regenerated(served):
     assert "<small>" not in footers["model1"]
 
 
-def test_two_clients_with_different_t_each_get_what_they_get_alone(served):
-    client, _ = served
-    alone = {t: ask(client, slerp_t=t, question="Çay nasıl demlenir?", max_new_tokens=20)["slerp"]
-             for t in (0.2, 0.8)}
-    assert alone[0.2] != alone[0.8]
-    jobs = {t: client.submit(*{**DEFAULTS, "slerp_t": t, "question": "Çay nasıl demlenir?",
-                               "max_new_tokens": 20}.values(), api_name="/compare") for t in (0.2, 0.8, 0.2, 0.8)}
-    for t, job in jobs.items():
-        assert dict(zip(app.COLUMNS, job.result(timeout=120)[ANSWERS]))["slerp"] == alone[t]
+@pytest.fixture
+def no_answer_cache(served):
+    _, comparison = served
+    comparison.answer_cache, comparison._answers = 0, type(comparison._answers)()
+    yield
+    comparison.answer_cache = 256
+
+
+@pytest.mark.parametrize("clients", [2, 3])
+def test_concurrent_clients_with_their_own_settings_get_what_they_get_alone(served, no_answer_cache, clients):
+    """No answer comes from the cache: every column of every request decodes, in one loop, next to the others'."""
+    client, comparison = served
+    asks = [dict(question="Çay nasıl demlenir?", slerp_t=0.2, soup_w1=0.9, soup_w2=0.1, ties_density=0.4),
+            dict(question="Ankara nerededir?", slerp_t=0.8, soup_w1=0.3, soup_w2=0.7, ties_density=0.7),
+            dict(question="Işık nedir?", slerp_t=0.5, soup_w1=0.6, soup_w2=0.6, ties_density=0.4)][:clients]
+    alone = [ask(client, max_new_tokens=20, **a) for a in asks]
+    assert len({a["slerp"] for a in alone}) == clients
+    most, watching = [0], threading.Event()
+
+    def watch():
+        while not watching.is_set():
+            most[0] = max(most[0], comparison.loop.rows)
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    jobs = [client.submit(*{**DEFAULTS, "max_new_tokens": 20, **a}.values(), api_name="/compare") for a in asks]
+    together = [dict(zip(app.COLUMNS, job.result(timeout=120)[ANSWERS])) for job in jobs]
+    watching.set()
+    watcher.join()
+    assert together == alone
+    assert most[0] > len(app.COLUMNS[:5])  # rows of more than one request decoded in the same batch
 
 
 def test_cancelled_job_stops_generation_and_releases_the_variants(served):
@@ -129,9 +152,12 @@ def test_cancelled_job_stops_generation_and_releases_the_variants(served):
         time.sleep(0.05)
     job.cancel()
     deadline = time.time() + 5
-    while any(s.readers for s in comparison.slots.slots.values()) and time.time() < deadline:
+    def busy():
+        return any(s.readers for s in comparison.pool.slots) or comparison.loop.rows
+
+    while busy() and time.time() < deadline:
         time.sleep(0.05)
-    assert not any(s.readers for s in comparison.slots.slots.values())
+    assert not busy()
     assert ask(client, question="Ankara nerededir?")["model1"]  # and the app keeps serving
 
 

@@ -62,7 +62,8 @@ def test_adapter_cards_record_their_data_and_losses():
 
 
 def test_default_columns_answer_alike_batched_and_alone(default_set):
-    """Greedy answers of all five columns in one batch equal each variant's own module generating alone."""
+    """Greedy answers of all five columns in the decoding loop (Soup and SLERP merge-free) equal each column's
+    materialised merge generating alone on its own module."""
     from models.comparison import Comparison
     from models.requests import Controls, merge_specs
 
@@ -73,9 +74,11 @@ def test_default_columns_answer_alike_batched_and_alone(default_set):
     prompt = formats.build(PRESET.prompt_format, "Türkiye'nin en uzun nehri hangisidir?", ms.tokenizer, ms.max_context, 16)
     settings = GenerationSettings(max_new_tokens=16, greedy=True, eos_token_ids=prompt.eos_token_ids,
                                   stop_strings=prompt.stop_strings)
-    with comparison.slots.reading(specs):
-        together = generate(ms.bank, columns, prompt.ids, settings, {}, tokenizer=ms.tokenizer)
-        alone = {c: generate(ms.bank, [c], prompt.ids, settings, {}, batched=False, tokenizer=ms.tokenizer)[c]
-                 for c in columns}
+    with comparison.holding(specs) as held:
+        assert not held.variants.keys() & {"soup", "slerp"}  # merge-free: no pool slice
+        together = comparison.generate(held, columns, prompt.ids, settings)
+    with comparison.holding(specs, materialise=True) as held:
+        alone = {c: generate(ms.bank, [c], prompt.ids, settings, {}, batched=False, tokenizer=ms.tokenizer,
+                             recipes=held.recipes)[c] for c in columns}
     assert {c: r.token_ids for c, r in together.items()} == {c: r.token_ids for c, r in alone.items()}
     assert together["model1"].token_ids != together["model2"].token_ids  # the columns are not all one answer

@@ -47,8 +47,8 @@ CASES = {
 @pytest.mark.parametrize("variant", sorted(CASES))
 def test_exported_yaml_reproduces_the_in_app_variant_with_mergekit(comparison, variant, tmp_path):
     spec = merge_specs(CASES[variant])[variant]
-    with comparison.slots.reading({variant: spec}):
-        in_app = {n: t.clone() for n, t in comparison.model_set.bank.slice(variant).items()}
+    with comparison.holding({variant: spec}, materialise=True) as held:
+        in_app = {n: t.clone() for n, t in comparison.model_set.bank.slice(held.variants[variant]).items()}
     yaml_text = saving.recipe_yaml(comparison.model_set, spec)
     assert f"merge_method: {'linear' if variant == 'soup' else variant}" in yaml_text
     theirs = run_mergekit_yaml(yaml_text, tmp_path / "out")
@@ -59,12 +59,12 @@ def test_exported_yaml_reproduces_the_in_app_variant_with_mergekit(comparison, v
 def test_saved_checkpoint_loads_and_answers_like_the_column(comparison, tmp_path):
     spec = merge_specs(CASES["ties"])["ties"]
     ms = comparison.model_set
-    with comparison.slots.reading({"ties": spec}):
-        folder = saving.save_variant(ms, "ties", tmp_path, "tiny-ties", saving.recipe_yaml(ms, spec),
-                                     scores={"perplexity": 12.5})
+    with comparison.holding({"ties": spec}, materialise=True) as held:
+        folder = saving.save_variant(ms, held.variants["ties"], tmp_path, "tiny-ties", saving.recipe_yaml(ms, spec),
+                                     scores={"perplexity": 12.5}, label="ties")
         prompt = comparison.prompt("Türkiye'nin başkenti neresidir?", 12)
         settings = GenerationSettings(max_new_tokens=12, greedy=True)
-        column = generate(ms.bank, ["ties"], prompt.ids, settings, {}, tokenizer=ms.tokenizer)["ties"]
+        column = comparison.generate(held, ["ties"], prompt.ids, settings)["ties"]
     reloaded = AutoModelForCausalLM.from_pretrained(folder)
     ids = torch.tensor([prompt.ids])
     out = reloaded.generate(ids, max_new_tokens=12, do_sample=False, eos_token_id=None, pad_token_id=0)
@@ -176,8 +176,9 @@ def fake_hub(monkeypatch):
 def test_push_uploads_the_saved_folder_to_a_private_repo(comparison, tmp_path, fake_hub):
     spec = merge_specs(CASES["soup"])["soup"]
     ms = comparison.model_set
-    with comparison.slots.reading({"soup": spec}):
-        folder = saving.save_variant(ms, "soup", tmp_path, "soup", saving.recipe_yaml(ms, spec))
+    with comparison.holding({"soup": spec}, materialise=True) as held:
+        folder = saving.save_variant(ms, held.variants["soup"], tmp_path, "soup", saving.recipe_yaml(ms, spec),
+                                     label="soup")
     assert saving.push_to_hub(folder, "someone/harman-soup", "hf_secret") == "https://huggingface.co/someone/harman-soup"
     (create, repo, token, options), (upload, repo2, token2, files) = fake_hub.calls
     assert (create, repo, token, options["private"], options["exist_ok"]) == (
@@ -207,3 +208,15 @@ def test_a_failed_push_keeps_the_saved_folder_and_says_how_to_retry(tmp_path, fa
 def test_bad_push_requests_are_refused_before_anything_is_written(repo, token, message):
     with pytest.raises(saving.SaveError, match=message):
         saving.check_hub_repo(repo, token)
+
+
+@pytest.mark.parametrize("variant", ["soup", "slerp"])
+def test_a_merge_free_columns_perplexity_is_its_materialised_merges(comparison, heldout, variant):
+    spec = merge_specs(CASES[variant])[variant]
+    prompts = scoring.prompt_texts(comparison, heldout)
+    with comparison.holding({variant: spec}) as held:
+        assert variant not in held.variants  # coefficients, no pool slice
+        free = scoring.heldout_perplexity(comparison, held, variant, heldout, prompts)
+    with comparison.holding({variant: spec}, materialise=True) as held:
+        materialised = scoring.heldout_perplexity(comparison, held, variant, heldout, prompts)
+    assert free == pytest.approx(materialised, rel=1e-5)

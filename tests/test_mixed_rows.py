@@ -62,7 +62,7 @@ def test_mixed_rows_generate_the_materialised_merges_greedy_tokens(arch):
     materialised(bank, slerp, layers, "slerp")
     settings = GenerationSettings(max_new_tokens=8, greedy=True)
     mixes = {"soup~": mix_for(bank, soup, layers), "slerp~": mix_for(bank, slerp, layers)}
-    free = generate(bank, ["model1", "soup~", "slerp~", "model2"], PROMPT, settings, {}, mixes=mixes)
+    free = generate(bank, ["model1", "soup~", "slerp~", "model2"], PROMPT, settings, {}, recipes=mixes)
     alone = generate(bank, ["model1", "soup", "slerp", "model2"], PROMPT, settings, {}, batched=False)
     assert [free[v].token_ids for v in ("model1", "soup~", "slerp~", "model2")] == \
         [alone[v].token_ids for v in ("model1", "soup", "slerp", "model2")]

@@ -33,18 +33,23 @@ def llama_dirs(tmp_path_factory):
 def test_loads_every_variant_into_one_bank(arch, gpt2_dirs, llama_dirs):
     dirs = gpt2_dirs if arch == "gpt2" else llama_dirs
     ms = model_set.load(preset_for(dirs))
-    assert ms.bank.variants == ["base", "model1", "model2", "soup", "slerp", "ties", "extra"]
+    assert ms.bank.variants == ["base", "model1", "model2", "pool0", "pool1", "pool2", "pool3"]
     assert ms.dtype == torch.float32 and ms.device == "cpu" and ms.num_layers == 3
     for role in ("model1", "model2"):
         on_disk = type(ms.bank.template).from_pretrained(dirs[role]).state_dict()
         for name, tensor in ms.bank.slice(role).items():
             assert torch.equal(tensor, on_disk[name]), (role, name)
-    # Merged slices start as the base, and the variant modules read the bank (no copy).
-    assert all(torch.equal(ms.bank.slice("soup")[n], t) for n, t in ms.bank.slice("base").items())
+    # The variant modules read the bank (no copy).
     name, tensor = next(iter(ms.bank.slice("model1").items()))
     assert ms.bank.module("model1").get_parameter(name).data_ptr() == tensor.data_ptr()
     summary = ms.summary()
-    assert "7 variants" in summary and "float32 on cpu" in summary and ms.architecture in summary
+    assert "4 pool slices" in summary and "float32 on cpu" in summary and ms.architecture in summary
+
+
+def test_the_pool_is_the_owners_to_size_and_costs_nothing_until_used(gpt2_dirs):
+    ms = model_set.load(preset_for(gpt2_dirs), pool=2)
+    assert ms.bank.variants == ["base", "model1", "model2", "pool0", "pool1"]
+    assert "2 pool slices" in ms.summary() and "SLERP" in ms.summary()
 
 
 def test_one_extra_token_in_the_finetunes_is_resolved_like_mergekit(tmp_path):
@@ -126,9 +131,11 @@ def run_check(*args, env=None):
 
 
 def test_check_command_prints_summary_and_exits_zero(gpt2_dirs):
-    done = run_check("--preset", str(tiny_models.write_preset(gpt2_dirs["base"].parent / "p.yaml", gpt2_dirs)))
+    preset = tiny_models.write_preset(gpt2_dirs["base"].parent / "p.yaml", gpt2_dirs)
+    done = run_check("--preset", str(preset), "--pool", "2")
     assert done.returncode == 0, done.stderr
-    assert "GPT2LMHeadModel, 3 layers" in done.stdout and "weight bank   7 variants" in done.stdout
+    assert "GPT2LMHeadModel, 3 layers" in done.stdout and "weight bank   base + 2 parents" in done.stdout
+    assert "+ 2 pool slices for materialised merges" in done.stdout
 
 
 def test_check_command_fails_clearly_with_a_bad_source(gpt2_dirs):

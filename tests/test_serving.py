@@ -1,0 +1,242 @@
+"""Serving many visitors: the pool of materialised slices, and the one decoding loop whose batch rows of several
+requests join and leave while it runs; each request gets the tokens it gets alone."""
+
+import threading
+import time
+
+import pytest
+import torch
+
+from merging import MergeSpec, MergeTarget
+from models.batched import Mix
+from models.decoding_loop import DecodingLoop, Job
+from models.generation import GenerationSettings, generate
+from models.pool import PoolTooSmall, SlotPool
+from tests.test_bank import ARCHS, PROMPT, one_thread, tiny_bank  # noqa: F401 (one_thread: autouse)
+from tests.test_merging_coefficients import SPECS
+from tests.test_mixed_rows import materialised, mix_for
+
+# The pool
+
+
+class Merges:
+    """A stand-in merge engine that records what it was asked to write."""
+
+    def __init__(self, fail: set = frozenset(), delay: float = 0.0):
+        self.calls, self.fail, self.delay = [], set(fail), delay
+
+    def __call__(self, variant, spec):
+        self.calls.append((variant, spec))
+        time.sleep(self.delay)
+        if spec in self.fail:
+            raise RuntimeError(f"merge of {spec} failed")
+        return f"report {spec}"
+
+
+def test_one_spec_is_merged_once_and_read_by_many():
+    merges = Merges()
+    pool = SlotPool(["p0", "p1"], merges)
+    with pool.holding({"ties": "A"}) as first, pool.holding({"ties": "A"}) as second:
+        assert first == {"ties": ("p0", "report A")} and second == {"ties": ("p0", None)}
+        assert [s.readers for s in pool.slots] == [2, 0]
+    assert merges.calls == [("p0", "A")]
+
+
+def test_different_specs_take_free_slices_and_the_least_recently_used_is_reused():
+    merges = Merges()
+    pool = SlotPool(["p0", "p1"], merges)
+    with pool.holding({"ties": "A"}), pool.holding({"ties": "B"}) as b:
+        assert b["ties"][0] == "p1"  # no waiting while a slice is free
+    with pool.holding({"ties": "A"}):  # A again: no merge, and A is now the most recent
+        pass
+    with pool.holding({"ties": "C"}) as c:
+        assert c["ties"][0] == "p1"  # B was used least recently
+    assert merges.calls == [("p0", "A"), ("p1", "B"), ("p1", "C")]
+
+
+def test_with_every_slice_read_a_request_waits_and_says_so_once():
+    pool = SlotPool(["p0"], Merges())
+    waited, order = [], []
+
+    def later():
+        with pool.holding({"ties": "B"}, on_wait=lambda: waited.append(True)):
+            order.append("B")
+
+    with pool.holding({"ties": "A"}):
+        thread = threading.Thread(target=later)
+        thread.start()
+        time.sleep(0.2)
+        assert waited == [True] and order == []
+        order.append("A done")
+    thread.join(timeout=5)
+    assert order == ["A done", "B"] and waited == [True]
+
+
+def test_a_request_takes_all_its_slices_at_once_so_two_cannot_deadlock():
+    merges = Merges(delay=0.05)
+    pool = SlotPool(["p0", "p1"], merges)
+    results = []
+
+    def ask(specs):
+        with pool.holding(specs) as held:
+            results.append(sorted(v for v, _ in held.values()))
+            time.sleep(0.05)
+
+    threads = [threading.Thread(target=ask, args=({"ties": f"T{i}", "extra": f"E{i}"},)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=10)
+    assert results == [["p0", "p1"]] * 4
+
+
+def test_more_distinct_merges_than_slices_is_refused_with_the_fix():
+    with pytest.raises(PoolTooSmall, match="raise --pool"):
+        with SlotPool(["p0"], Merges()).holding({"ties": "A", "extra": "B"}):
+            pass
+
+
+def test_a_failed_merge_leaves_no_spec_and_the_next_request_merges_again():
+    merges = Merges(fail={"B"})
+    pool = SlotPool(["p0"], merges)
+    with pool.holding({"ties": "A"}):
+        pass
+    with pytest.raises(RuntimeError, match="merge of B failed"):
+        with pool.holding({"ties": "B"}):
+            pass
+    assert pool.slots[0].spec is None and pool.slots[0].readers == 0
+    with pool.holding({"ties": "A"}) as held:
+        assert held["ties"] == ("p0", "report A")  # merged again, not "nothing changed"
+
+
+def test_a_merge_that_fails_part_way_never_serves_half_rewritten_weights(monkeypatch):
+    """MergeTarget used to keep claiming the old spec after a failed merge; the old spec then merged nothing."""
+    bank, _ = tiny_bank("llama-tied")
+    base, parents = bank.slice("base"), [bank.slice("model1"), bank.slice("model2")]
+    target = MergeTarget(bank.slice("ties"), base, parents, 2)
+    old = MergeSpec.from_dict({"merge_method": "ties", "models": [{"parameters": {"weight": 1, "density": 0.5}}] * 2})
+    new = MergeSpec.from_dict({"merge_method": "ties", "models": [{"parameters": {"weight": 1, "density": 0.9}}] * 2})
+    target.merge(old)
+    expected = {n: t.clone() for n, t in bank.slice("ties").items()}
+    from merging import apply
+
+    real_plan = apply.plan
+
+    def failing_plan(*args, **kwargs):
+        jobs = real_plan(*args, **kwargs)
+        broken = jobs[len(jobs) // 2]
+        jobs[len(jobs) // 2] = apply._Job(broken.name, broken.key, lambda stats: (_ for _ in ()).throw(MemoryError()))
+        return jobs
+
+    monkeypatch.setattr(apply, "plan", failing_plan)
+    with pytest.raises(MemoryError):
+        target.merge(new)
+    monkeypatch.setattr(apply, "plan", real_plan)
+    assert target.merge(old) is not None  # something to rewrite
+    assert all(torch.equal(bank.slice("ties")[n], expected[n]) for n in expected)
+
+
+# The decoding loop
+
+
+class Recorder:
+    """A streamer that counts the tokens it got."""
+
+    def __init__(self):
+        self.tokens, self.enough = [], threading.Event()
+
+    def put(self, token_ids):
+        self.tokens.extend(token_ids)
+        if len(self.tokens) >= 3:
+            self.enough.set()
+
+    def end(self, result):
+        self.enough.set()
+
+
+def alone(bank, variant, prompt, settings):
+    return generate(bank, [variant], prompt, settings, {}, batched=False)[variant].token_ids
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_requests_joining_and_leaving_a_running_batch_get_their_tokens_alone(arch):
+    bank, _ = tiny_bank(arch)
+    layers = bank.template.config.num_hidden_layers
+    slerp = MergeSpec.from_dict(SPECS["slerp"])
+    materialised(bank, slerp, layers, into="slerp")  # the reference for the merge-free row
+    mix = mix_for(bank, slerp, layers)
+    loop = DecodingLoop(bank)
+    long_prompt = [7, 3, 55, 21, 9, 14, 60, 2, 33, 41, 12]  # longer than the running batch: it pads the others
+    asks = [  # (recipes, prompt, tokens)
+        ({"model1": 1, "slerp~": mix}, PROMPT, 20),
+        ({"model2": 2, "ties": bank.index("ties")}, long_prompt, 6),
+        ({"slerp~": mix, "base": 0}, PROMPT[:2], 12),
+    ]
+    jobs = []
+    for recipes, prompt, tokens in asks:
+        recorder = Recorder()
+        settings = GenerationSettings(max_new_tokens=tokens, greedy=True)
+        jobs.append(loop.submit(Job(recipes, prompt, settings, {c: recorder for c in recipes})))
+        recorder.enough.wait(timeout=30)  # the next request arrives while this one decodes
+    for job, (recipes, prompt, tokens) in zip(jobs, asks):
+        assert job.done.wait(timeout=60) and job.error is None
+        settings = GenerationSettings(max_new_tokens=tokens, greedy=True)
+        for column in recipes:
+            variant = "slerp" if column == "slerp~" else column
+            assert job.results[column].token_ids == alone(bank, variant, prompt, settings), (column, prompt)
+    assert loop.rows == 0
+
+
+def test_sampled_rows_draw_as_they_do_alone():
+    bank, _ = tiny_bank("gpt2")
+    loop = DecodingLoop(bank)
+    settings = GenerationSettings(max_new_tokens=10, temperature=1.3, top_p=0.95, repetition_penalty=1.2, seed=7)
+    first = loop.submit(Job({"model1": 1}, PROMPT, GenerationSettings(max_new_tokens=30, greedy=True), {}))
+    second = loop.run(Job({"model2": 2, "soup": bank.index("soup")}, PROMPT[:3], settings, {}))
+    first.done.wait(timeout=60)
+    for column in ("model2", "soup"):
+        assert second[column].token_ids == alone(bank, column, PROMPT[:3], settings)
+
+
+def test_one_requests_stop_leaves_the_others_decoding():
+    bank, _ = tiny_bank("llama-tied")
+    loop = DecodingLoop(bank)
+    settings = GenerationSettings(max_new_tokens=40, greedy=True)
+    recorder = Recorder()
+    stopped = loop.submit(Job({"model1": 1, "model2": 2}, PROMPT, settings, {"model1": recorder}))
+    running = loop.submit(Job({"ties": bank.index("ties")}, PROMPT[:4], settings, {}))
+    recorder.enough.wait(timeout=30)
+    stopped.stop_event.set()
+    assert stopped.done.wait(timeout=5)
+    assert {r.finish_reason for r in stopped.results.values()} == {"stopped"}
+    assert running.done.wait(timeout=60)
+    assert running.results["ties"].token_ids == alone(bank, "ties", PROMPT[:4], settings)
+
+
+def test_a_failing_request_ends_alone_and_the_loop_keeps_serving():
+    bank, _ = tiny_bank("gpt2")
+    loop = DecodingLoop(bank)
+    settings = GenerationSettings(max_new_tokens=12, greedy=True)
+    running = loop.submit(Job({"model1": 1}, PROMPT, settings, {}))
+    errors = []
+    bad = loop.submit(Job({"model2": 2}, [5, 10_000], settings, {}, on_error=errors.append))  # not in the vocabulary
+    assert bad.done.wait(timeout=30) and isinstance(bad.error, IndexError) and errors == [bad.error]
+    assert running.done.wait(timeout=60) and running.error is None
+    assert running.results["model1"].token_ids == alone(bank, "model1", PROMPT, settings)
+    after = loop.run(Job({"model2": 2}, PROMPT, settings, {}))
+    assert after["model2"].token_ids == alone(bank, "model2", PROMPT, settings)
+
+
+def test_an_idle_loop_runs_no_steps():
+    bank, _ = tiny_bank("gpt2")
+    loop = DecodingLoop(bank)
+    loop.run(Job({"model1": 1}, PROMPT, GenerationSettings(max_new_tokens=3, greedy=True), {}))
+    steps = loop.steps
+    time.sleep(0.3)
+    assert loop.steps == steps and loop.rows == 0
+
+
+def test_mix_rows_are_built_from_coefficients_over_the_parents():
+    bank, _ = tiny_bank("gpt2")
+    mix = mix_for(bank, MergeSpec("slerp", {"t": 0.0}), 2)
+    assert isinstance(mix, Mix) and all(terms == ((1, 1.0),) for terms in mix.table.values())
