@@ -19,10 +19,12 @@ from transformers import PreTrainedModel
 
 
 class WeightBank:
-    def __init__(self, template: PreTrainedModel, variants: Sequence[str], tensors: dict[str, torch.Tensor]):
+    def __init__(self, template: PreTrainedModel, variants: Sequence[str], tensors: dict[str, torch.Tensor],
+                 frozen: int = 0):
         self.template = template  # the base variant's module; its parameters are views of slice 0
         self.variants = list(variants)
         self.tensors = tensors
+        self.frozen = frozen  # the first slices (the parents) are never written after build()
         self._modules: dict[str, PreTrainedModel] = {variants[0]: template}
         self._modules_lock = threading.Lock()  # module() is called from several request threads
 
@@ -60,7 +62,7 @@ class WeightBank:
                 setattr(module, attr, view)
             tensors[name] = bank
         template.eval()  # the bank serves answers: no dropout in any variant copied from the template
-        return cls(template, variants, tensors)
+        return cls(template, variants, tensors, frozen=len(parents))
 
     def index(self, variant: str) -> int:
         if variant not in self.variants:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextvars
 import copy
+import logging
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -34,6 +35,8 @@ from transformers.models.llama.modeling_llama import LlamaRMSNorm
 from transformers.pytorch_utils import Conv1D
 
 from models.bank import WeightBank
+
+log = logging.getLogger(__name__)
 
 
 class UnsupportedModel(Exception):
@@ -63,8 +66,9 @@ class Rows:
     """
 
     def __init__(self, recipes: Sequence[Recipe], device: torch.device | str, same: dict | None = None,
-                 versions: Sequence[int] | None = None, uniform: bool = False):
+                 versions: Sequence[int] | None = None, uniform: bool = False, frozen: int = 0):
         self.recipes = tuple(recipes)
+        self.frozen = frozen  # slices below this never change (the parents): they may be packed (_many_rows)
         # Every row reads the same recipe, so an input of any number of rows may come (a head run on a
         # flattened selection of positions, as scoring does).
         self.uniform = uniform
@@ -145,6 +149,23 @@ class Rows:
                     for s, rc in members.items()]
         return self.view((id(bank), "groups"), make)
 
+    def mixing(self, name: str, bank: torch.Tensor) -> torch.Tensor | None:
+        """The [rows, products] matrix that sums the groups' products (stacked in group order) into each row's
+        output; None when there is one group that every row reads with coefficient 1, in order."""
+        def make():
+            groups = self.groups(name, bank)
+            if len(groups) == 1 and groups[0][1].tolist() == list(range(len(self))) and bool(
+                    (groups[0][2] == 1).all()):
+                return None
+            matrix = torch.zeros(len(self), sum(len(m) for _, m, _ in groups), dtype=torch.float32,
+                                 device=self.device)
+            column = 0
+            for _, members, coefficients in groups:
+                matrix[members, torch.arange(column, column + len(members), device=self.device)] = coefficients
+                column += len(members)
+            return matrix
+        return self.view((id(bank), "mixing"), make)
+
 
 _ROWS: contextvars.ContextVar[Rows] = contextvars.ContextVar("harman_rows")
 
@@ -167,7 +188,7 @@ def _rows(batch: int, shared: bool = False) -> Rows:
                            "generate through models.generation.generate")
     if rows.uniform and batch != len(rows):
         return rows.view(("resized", batch), lambda: Rows(rows.recipes[:1] * batch, rows.device, rows.same,
-                                                          rows.versions, uniform=True))
+                                                          rows.versions, uniform=True, frozen=rows.frozen))
     if batch != len(rows) and not (shared and batch == 1):
         raise RuntimeError(f"batched model: input has {batch} rows but {len(rows)} variants are selected")
     return rows
@@ -188,12 +209,45 @@ def _per_row(bank: torch.Tensor, rows: Rows, ndim: int, name: str = "") -> torch
     return rows.view((id(bank), "vector", ndim), make)
 
 
-# Device types where a decoding step (one token per row) multiplies nn.Linear's weight [out, in] by the token as a
-# column, W @ x^T, reading the weight in the order it is stored. The other way round, x @ W^T, reads it through a
-# transposed view: on the 2-core CPU that read 12-20 GB/s where W @ x^T read 18-30 GB/s (a Conv1D weight [in, out]
-# is read as stored by x @ W already). With several tokens per row (the prompt) the products are compute-bound
-# and x @ W^T is as fast; on a GPU one kernel per run of rows is the fast way either way.
-STORED_ORDER_DECODE = {"cpu"}
+# Whether a decoding step (one token per row) multiplies nn.Linear's weight [out, in] by the tokens as columns,
+# W @ x^T, reading the weight in the order it is stored, rather than x @ W^T through a transposed view (a Conv1D
+# weight [in, out] is read as stored by x @ W either way). Which is faster depends on the CPU and its BLAS: on one
+# 2-core machine W @ x^T read 18-30 GB/s where x @ W^T read 12-20; on another, x @ W^T was twice as fast. So it
+# is measured on first use per device type and dtype (None below), unless set here (tests force each path). With
+# several tokens per row (the prompt) the products are compute-bound and x @ W^T is as fast; on a GPU one kernel
+# per run of rows is the fast way either way.
+STORED_ORDER_DECODE: dict[str, bool | None] = {"cpu": None}
+_measured_orders: dict[tuple[str, torch.dtype], bool] = {}
+
+
+def _stored_order(x: torch.Tensor) -> bool:
+    choice = STORED_ORDER_DECODE.get(x.device.type, False)
+    if choice is not None:
+        return choice
+    key = (x.device.type, x.dtype)
+    if key not in _measured_orders:
+        _measured_orders[key] = _stored_order_is_faster(x.device, x.dtype)
+    return _measured_orders[key]
+
+
+def _stored_order_is_faster(device: torch.device, dtype: torch.dtype) -> bool:
+    """Time both orders on weights larger than the caches (64 MB in float32), once: a few tens of ms."""
+    import time
+
+    weights = torch.randn(4, 2048, 2048, device=device).to(dtype)
+    x = torch.randn(4, 3, 2048, device=device).to(dtype)
+    candidates = {True: lambda: (torch.bmm(weights, x[:, :1].mT), torch.mm(weights[0], x[0].T)),
+                  False: lambda: (torch.bmm(x[:, :1], weights.mT), torch.mm(x[0], weights[0].T))}
+    best = {}
+    for choice, run in candidates.items():
+        run()
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - start)
+        best[choice] = min(times)
+    return best[True] < best[False]
 
 
 def _matmul(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, rows: Rows,
@@ -206,10 +260,13 @@ def _matmul(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, ro
     """
     if rows.mixed:
         return _mixed_matmul(x, weight, bias, rows, transposed, name)
-    if transposed and x.shape[1] == 1 and x.device.type in STORED_ORDER_DECODE:
-        shared = rows.view((id(weight), "shared"), lambda: _identical_slices(weight, rows.slices, rows.same))
+    stored = transposed and x.shape[1] == 1 and _stored_order(x)
+    if transposed and x.shape[1] == 1:
+        shared = rows.view((id(weight), "shared"),
+                           lambda: _identical_slices(weight, rows.slices, rows.same, rows.versions))
         if shared:
-            return _shared_product(x, weight, bias, shared)
+            return _shared_product(x, weight, bias, shared, stored, rows.frozen)
+    if stored:
         products = []
         for first, end, start in rows.runs:
             w = rows.view((id(weight), "stored", start), lambda: weight[start:start + end - first])
@@ -228,8 +285,8 @@ def _matmul(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, ro
     return out
 
 
-def _identical_slices(weight: torch.Tensor, slices: Sequence[int], same: dict | None = None
-                      ) -> list[tuple[int, list[int]]]:
+def _identical_slices(weight: torch.Tensor, slices: Sequence[int], same: dict | None = None,
+                      versions: Sequence[int] | None = None) -> list[tuple[int, list[int]]]:
     """Rows grouped by bitwise-equal weight slices, as (slice, rows); empty when every row's slice differs.
 
     A LoRA pair leaves the embeddings (the tied head: a fifth of the default model) as the base had them, and
@@ -238,14 +295,16 @@ def _identical_slices(weight: torch.Tensor, slices: Sequence[int], same: dict | 
     matrix-vector product, which reads at about half the speed of the batched one (13 against 23-28 GB/s here),
     so grouping pays only when at most half as many slices as rows are distinct; at the defaults Soup and SLERP
     share every layer (both are the 50/50 interpolation) and the five rows are better off batched. The slices
-    cannot change while rows read them: a generation holds its variants' slots for reading. Comparing slices
-    that differ stops at the first differing element, so this costs little when nothing is shared.
+    cannot change while rows read them (a request holds its pool slices), and what was found is kept per
+    version of each slice (``versions``: a rewritten pool slice is found anew). Comparing slices that differ
+    stops at the first differing element, so this costs little when nothing is shared.
     """
     same = {} if same is None else same
+    version = (lambda s: 0) if versions is None else (lambda s: versions[s])
     groups: list[tuple[int, list[int]]] = []
     for row, s in enumerate(slices):
         for first, members in groups:
-            key = (id(weight), first, s)
+            key = (id(weight), first, version(first), s, version(s))
             if key not in same:
                 same[key] = first == s or torch.equal(weight[first], weight[s])
             if same[key]:
@@ -257,33 +316,73 @@ def _identical_slices(weight: torch.Tensor, slices: Sequence[int], same: dict | 
 
 
 def _shared_product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                    groups: list[tuple[int, list[int]]]) -> torch.Tensor:
+                    groups: list[tuple[int, list[int]]], stored: bool, frozen: int = 0) -> torch.Tensor:
     """x [k, 1, in] times nn.Linear weights [out, in], each weight read once for the rows that share it."""
     out = x.new_empty(x.shape[0], 1, weight.shape[-2])
     for s, members in groups:
-        out[members, 0] = torch.mm(weight[s], x[members, 0].T).T  # [out, k]: one read of the weight for k rows
+        out[members, 0] = _many_rows(x[members, 0], weight, s, stored, frozen)  # one read of the weight for k rows
     return out if bias is None else out.add_(bias)
+
+
+# A slice read by this many rows at once, of at least PACKED_BYTES, that never changes, is multiplied through a
+# copy packed for oneDNN on CPUs: MKL's product of a handful of rows with a wide weight (Gemma's 262k-token head
+# is 671 MB in float32) is bound by arithmetic, not memory, and read the head at 12.8 GB/s for 5 rows and 6.4 for
+# 10 where one row read it at 28 (the memory's speed); the packed copy read it at 26.6 and 21.0. The copy is made
+# once per slice, on first use, and only for the parents' slices, which nothing writes.
+PACKED_ROWS = 4
+PACKED_BYTES = 64 * 2**20
+_packed_lock = threading.Lock()
+
+
+def _many_rows(x: torch.Tensor, weight: torch.Tensor, s: int, stored: bool, frozen: int) -> torch.Tensor:
+    """x [k, in] times nn.Linear slice s of the bank [out, in], read once for all k rows: [k, out]."""
+    w = weight[s]
+    if len(x) >= PACKED_ROWS and s < frozen and x.device.type == "cpu" and w.numel() * w.element_size() >= \
+            PACKED_BYTES and x.dtype == torch.float32:
+        packed = _packed_slice(weight, s)
+        if packed is not None:
+            return torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
+    return torch.mm(w, x.T).T if stored else torch.mm(x, w.T)
+
+
+def _packed_slice(weight: torch.Tensor, s: int) -> torch.Tensor | None:
+    """The packed copy of a bank slice, made on first use and kept with the bank tensor (dies with it)."""
+    with _packed_lock:
+        packed = weight.__dict__.setdefault("harman_packed", {})
+        if s not in packed:
+            try:
+                packed[s] = torch.ops.mkldnn._reorder_linear_weight(weight[s], 8)
+            except (AttributeError, RuntimeError) as err:  # a build without oneDNN: the plain product
+                log.info("no packed product on this CPU (%s); multiplying as stored", err)
+                packed[s] = None
+        return packed[s]
 
 
 def _mixed_matmul(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, rows: Rows,
                   transposed: bool, name: str) -> torch.Tensor:
     """x [k, n, in] times each row's weighted sum of slices, as the weighted sum of the slices' products.
 
-    Each distinct slice is read once, in one product for every row that needs it; the products are summed per
-    row in float32 (a row of one slice gets its product unchanged). The bias, a vector, is mixed per row.
+    Each distinct slice is read once, in one product for every row that needs it; one small matrix product then
+    sums the stacked products into each row's output with its coefficients, in float32 (a row of one slice gets
+    its product unchanged). The bias, a vector, is mixed per row.
     """
-    out = torch.zeros(x.shape[0], x.shape[1], weight.shape[-2] if transposed else weight.shape[-1],
-                      dtype=torch.float32, device=x.device)
-    for s, members, coefficients in rows.groups(name, weight):
-        xs = x.index_select(0, members)
-        w = weight[s]
-        if transposed and x.shape[1] == 1 and x.device.type in STORED_ORDER_DECODE:
-            product = torch.mm(w, xs[:, 0].T).T[:, None]  # [m, 1, out]: the weight read as stored
+    decode = transposed and x.shape[1] == 1
+    stored = decode and _stored_order(x)
+    products = []
+    for s, members, _ in rows.groups(name, weight):
+        xs = x.index_select(0, members) if len(members) < len(rows) else x
+        if decode:
+            products.append(_many_rows(xs[:, 0], weight, s, stored, rows.frozen)[:, None])  # [m, 1, out]
         else:
-            product = torch.matmul(xs, w.mT if transposed else w)
-        out.index_add_(0, members, product.float() * coefficients.view(-1, 1, 1))
-    out = out.to(x.dtype)
-    return out if bias is None else out.add_(bias)
+            products.append(torch.matmul(xs, weight[s].mT if transposed else weight[s]))
+    mixing = rows.mixing(name, weight)
+    if mixing is None:
+        out = products[0]
+    else:
+        stacked = products[0] if len(products) == 1 else torch.cat(products)
+        flat = stacked.reshape(stacked.shape[0], -1)
+        out = (mixing @ flat.float()).to(x.dtype).view(len(rows), *stacked.shape[1:])
+    return out if bias is None else out + bias
 
 
 class BankedLinear(nn.Module):
@@ -321,12 +420,14 @@ class BankedEmbedding(nn.Module):
         return vectors if self.scale is None else vectors * self.scale.to(vectors.dtype)
 
     def _mixed(self, ids: torch.Tensor, rows: Rows) -> torch.Tensor:
-        bank = self.weight_bank
-        out = torch.zeros(*ids.shape, bank.shape[-1], dtype=torch.float32, device=ids.device)
-        for s, members, coefficients in rows.groups(self.names.get("weight", ""), bank):
-            looked_up = bank[s][ids.index_select(0, members)].float()
-            out.index_add_(0, members, looked_up * coefficients.view(-1, *[1] * (ids.dim())))
-        return out.to(bank.dtype)
+        bank, name = self.weight_bank, self.names.get("weight", "")
+        looked_up = [bank[s][ids.index_select(0, members)] for s, members, _ in rows.groups(name, bank)]
+        mixing = rows.mixing(name, bank)
+        if mixing is None:
+            return looked_up[0]
+        stacked = torch.cat(looked_up)
+        return (mixing @ stacked.reshape(stacked.shape[0], -1).float()).to(bank.dtype).view(
+            len(rows), *stacked.shape[1:])
 
 
 class BankedLayerNorm(nn.Module):

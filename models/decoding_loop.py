@@ -132,7 +132,8 @@ class DecodingLoop:
             recipes = [job.columns[c] for c in columns]
             cache = DynamicCache(config=self.model.config)
             ids = torch.tensor([job.prompt_ids] * len(columns), device=device)
-            with selected_rows(Rows(recipes, device, same=self._same, versions=self.versions)), \
+            with selected_rows(Rows(recipes, device, same=self._same, versions=self.versions,
+                                    frozen=self.bank.frozen)), \
                     torch.inference_mode():
                 logits = self.model(input_ids=ids, past_key_values=cache, use_cache=True,
                                     logits_to_keep=1).logits[:, -1].float()
@@ -154,7 +155,8 @@ class DecodingLoop:
         members = self._members
         device = self.bank.device
         if self._rows is None:
-            self._rows = Rows([m.recipe for m in members], device, same=self._same, versions=self.versions)
+            self._rows = Rows([m.recipe for m in members], device, same=self._same, versions=self.versions,
+                              frozen=self.bank.frozen)
         inputs = torch.tensor([[m.last] for m in members], device=device)
         positions = torch.tensor([[m.position] for m in members], device=device)
         self._mask = torch.cat([self._mask, torch.ones(len(members), 1, dtype=torch.long, device=device)], dim=1)

@@ -120,7 +120,7 @@ def generate(bank: WeightBank, variants: Sequence[str], prompt_ids: list[int], s
     elif mixes:
         raise ValueError(f"generate: merge-free columns {mixes} need the batched forward (batched=True)")
     if batched:
-        results = _decode(_batched_step(model, [recipes[v] for v in order], bank.device), order, run)
+        results = _decode(_batched_step(model, [recipes[v] for v in order], bank.device, bank.frozen), order, run)
     else:
         results = _threads(bank, {v: bank.variants[recipes[v]] for v in order}, run)
     return {v: results[v] for v in variants}
@@ -242,15 +242,15 @@ def _last_logits(model: PreTrainedModel, input_ids: torch.Tensor, cache: Dynamic
     return out.logits[:, -1].float()
 
 
-def _batched_step(model: PreTrainedModel, recipes: list[Recipe], device: torch.device) -> Step:
+def _batched_step(model: PreTrainedModel, recipes: list[Recipe], device: torch.device, frozen: int = 0) -> Step:
     cache = DynamicCache(config=model.config)
-    current, rows = list(range(len(recipes))), Rows(recipes, device)
+    current, rows = list(range(len(recipes))), Rows(recipes, device, frozen=frozen)
 
     def step(input_ids: torch.Tensor, active: list[int]) -> torch.Tensor:
         nonlocal current, rows
         if active != current:  # finished rows leave the batch: the others stop paying for their weights
             cache.batch_select_indices(torch.tensor([current.index(r) for r in active], device=device))
-            current, rows = active, Rows([recipes[r] for r in active], device, same=rows.same)
+            current, rows = active, Rows([recipes[r] for r in active], device, same=rows.same, frozen=frozen)
         with selected_rows(rows):
             return _last_logits(model, input_ids, cache)
 

@@ -31,8 +31,7 @@ SELECTIONS = [
 @pytest.mark.parametrize("products", ["stored order", "per run"])  # per run: x @ W^T for every step, as on GPUs
 @pytest.mark.parametrize("variants", SELECTIONS)
 def test_each_row_computes_its_own_variant(arch, products, variants, monkeypatch):
-    if products == "per run":
-        monkeypatch.setattr(batched, "STORED_ORDER_DECODE", set())
+    monkeypatch.setattr(batched, "STORED_ORDER_DECODE", {"cpu": products == "stored order"})
     bank, _ = tiny_bank(arch)
     for ids in (PROMPT, PROMPT[:1]):  # on CPU a single token per row takes W @ x^T
         out = batched_logits(bank, variants, ids)
@@ -103,7 +102,7 @@ def test_a_model_spread_over_devices_is_not_batched():
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_generating_with_one_product_per_run_matches_each_variant_alone(arch, monkeypatch):
-    monkeypatch.setattr(batched, "STORED_ORDER_DECODE", set())
+    monkeypatch.setattr(batched, "STORED_ORDER_DECODE", {"cpu": False})
     bank, _ = tiny_bank(arch)
     settings = GenerationSettings(max_new_tokens=8, greedy=True)
     variants = ["ties", "model1", "model2"]  # runs of slices (1, 2) and (5)
@@ -128,7 +127,7 @@ def test_rows_that_share_a_weight_read_it_once_and_answer_as_alone(arch, copies,
                 tensor[bank.index(v)].copy_(tensor[bank.index("base")])
     shared = []
     original = batched._shared_product
-    monkeypatch.setattr(batched, "_shared_product", lambda *a: shared.append(a[-1]) or original(*a))
+    monkeypatch.setattr(batched, "_shared_product", lambda *a: shared.append(a[3]) or original(*a))
 
     out = batched_logits(bank, variants, PROMPT[:1])
     for row, variant in enumerate(variants):
@@ -155,8 +154,10 @@ def test_what_one_selection_found_equal_serves_the_next_of_the_same_generation()
     weight = torch.randn(3, 4, 2)
     weight[1] = weight[0]
     weight[2] = weight[0]
-    same = {}
-    assert batched._identical_slices(weight, [0, 1, 2], same) == [(0, [0, 1, 2])]
-    weight[2] += 1  # cannot happen during a generation; shows that the finding is reused, not recomputed
-    assert batched._identical_slices(weight, [0, 2], same) == [(0, [0, 1])]
+    same, versions = {}, [0, 0, 0]
+    assert batched._identical_slices(weight, [0, 1, 2], same, versions) == [(0, [0, 1, 2])]
+    weight[2] += 1  # cannot happen while rows read it; shows that the finding is reused, not recomputed
+    assert batched._identical_slices(weight, [0, 2], same, versions) == [(0, [0, 1])]
     assert batched._identical_slices(weight, [0, 2]) == []
+    versions[2] += 1  # a pool slice rewritten: found anew
+    assert batched._identical_slices(weight, [0, 2], same, versions) == []

@@ -28,7 +28,7 @@ def materialised(bank, spec: MergeSpec, num_layers: int, into: str = "soup") -> 
 
 
 def rows_logits(bank, recipes, ids) -> torch.Tensor:
-    with selected_rows(Rows(recipes, bank.device)), torch.no_grad():
+    with selected_rows(Rows(recipes, bank.device, frozen=bank.frozen)), torch.no_grad():
         return batched_model(bank)(torch.tensor([ids] * len(recipes))).logits
 
 
@@ -36,8 +36,7 @@ def rows_logits(bank, recipes, ids) -> torch.Tensor:
 @pytest.mark.parametrize("label", MERGE_FREE)
 @pytest.mark.parametrize("products", ["stored order", "per run"])
 def test_a_mixed_row_gives_its_materialised_merges_logits(arch, label, products, monkeypatch):
-    if products == "per run":
-        monkeypatch.setattr(batched, "STORED_ORDER_DECODE", set())
+    monkeypatch.setattr(batched, "STORED_ORDER_DECODE", {"cpu": products == "stored order"})
     bank, _ = tiny_bank(arch)
     layers = bank.template.config.num_hidden_layers
     spec = MergeSpec.from_dict(SPECS[label])
@@ -98,3 +97,22 @@ def test_bfloat16_mixed_rows_are_as_close_to_the_float32_merge_as_the_bfloat16_m
     merge_error = (logits(bank.module("soup"), PROMPT).float() - reference).abs().max()
     free = rows_logits(bank, [mix_for(bank, spec, layers)], PROMPT)[0].float()
     assert (free - reference).abs().max() <= 2 * merge_error + 1e-3 * reference.abs().max()
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "gemma3"])
+def test_rows_sharing_a_parents_slice_through_the_packed_product_answer_alike(arch, monkeypatch):
+    """On CPUs a slice that many rows read at once (a LoRA pair's head) is multiplied through a oneDNN-packed copy."""
+    monkeypatch.setattr(batched, "PACKED_BYTES", 0)
+    monkeypatch.setattr(batched, "PACKED_ROWS", 2)
+    bank, _ = tiny_bank(arch)
+    layers = bank.template.config.num_hidden_layers
+    spec = MergeSpec.from_dict(SPECS["soup"])
+    materialised(bank, spec, layers)
+    mix = mix_for(bank, spec, layers)
+    out = rows_logits(bank, [1, mix, 2, 1], PROMPT[:1])
+    expected = [logits(bank.module(v), PROMPT[:1]) for v in ("model1", "soup", "model2", "model1")]
+    scale = max(e.abs().max() for e in expected)
+    for row, reference in enumerate(expected):
+        assert (out[row] - reference).abs().max() <= 1e-4 * scale, row
+    packed = [t for t in bank.tensors.values() if t.__dict__.get("harman_packed")]
+    assert packed and all(s < bank.frozen for t in packed for s in t.harman_packed)
