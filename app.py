@@ -42,7 +42,8 @@ TEXT = {
         "seed": "Tohum (seed)", "copy_link": "Bağlantıyı kopyala", "link": "Paylaşılabilir bağlantı",
         "answer": "Cevap", "keep": "Ölç ve sakla", "heldout": "Ayrılmış (held-out) veri", "rows": "Satır sayısı",
         "scores": "Skorlar", "score": "Skorla", "sweep": "Tarama", "sweep_param": "Parametre",
-        "sweep_points": "Nokta sayısı", "run_sweep": "Taramayı başlat", "apply_best": "En iyi noktayı uygula",
+        "sweep_points": "Nokta sayısı", "run_sweep": "Taramayı başlat",
+        "sweep_turkish": "Türkçe denetimini de çiz (ilk 8 satırın cevapları)", "apply_best": "En iyi noktayı uygula",
         "greedy_soup": "Açgözlü soup (greedy soup)", "diagnostics": "Tanılama", "export": "Dışa aktar",
         "export_variant": "Birleşim", "mergekit_config": "mergekit yapılandırması", "save_name": "Klasör adı",
         "hub_repo": "Hub deposu (isteğe bağlı, HF_TOKEN ile)",
@@ -65,6 +66,7 @@ TEXT = {
         "seed": "Seed", "copy_link": "Copy link", "link": "Shareable link", "answer": "Answer",
         "keep": "Measure and keep", "heldout": "Held-out data", "rows": "Rows", "scores": "Scores", "score": "Score",
         "sweep": "Sweep", "sweep_param": "Parameter", "sweep_points": "Points", "run_sweep": "Run sweep",
+        "sweep_turkish": "Also plot the Turkish check (answers to the first 8 rows)",
         "apply_best": "Apply the best point", "greedy_soup": "Greedy soup", "diagnostics": "Diagnostics",
         "export": "Export", "export_variant": "Merge", "mergekit_config": "mergekit config", "save_name": "Folder name",
         "hub_repo": "Hub repo (optional, uses HF_TOKEN)",
@@ -130,6 +132,11 @@ def column_footer(column, question: str = "") -> str:
     return " · ".join(parts) + (f"\n\n<small>{brief}</small>" if brief else "")
 
 
+def _small(x: float) -> str:
+    """A relative distance: a LoRA pair's merges lie within a thousandth of their parents, which 0.000 hid."""
+    return f"{x:.3f}" if x == 0 or x >= 1e-3 else f"{x:.1e}"
+
+
 def brief_diagnostics(report) -> str:
     """One line of the figures that explain a merged column (the Diagnostics tab has them all)."""
     if report is None:
@@ -146,7 +153,7 @@ def brief_diagnostics(report) -> str:
             parts.append("seçilen işarete uyan M1/M2 " + "/".join(f"%{100 * x:.0f}" for x in report.parent_sign_share))
         return " · ".join(parts)
     if report.distance_to_parents:
-        return "uzaklık M1/M2 " + "/".join(f"{x:.3f}" for x in report.distance_to_parents)
+        return "uzaklık M1/M2 " + "/".join(_small(x) for x in report.distance_to_parents)
     return ""
 
 
@@ -158,6 +165,8 @@ class Limits:
     max_sweep_points: int = 21
     save_dir: str = "saved"
     download_mb: int = 200  # saved merges up to this size are also offered as a zip download
+    max_question_chars: int = 2000  # a longer question is refused, not cut
+    max_question_tokens: int = 512
     hub_token: str | None = field(default=None, repr=False)  # the owner's HF_TOKEN: saved merges may be pushed
 
 
@@ -187,10 +196,24 @@ def diagnostics_markdown(reports: dict) -> str:
             shares = " / ".join(f"%{100 * x:.0f}" for x in r.parent_sign_share)
             parts.append(f"seçilen işaretlere uyan pay (Model 1 / Model 2): {shares}")
         if r.distance_to_parents:
-            d = " / ".join(f"{x:.3f}" for x in r.distance_to_parents)
+            d = " / ".join(_small(x) for x in r.distance_to_parents)
             parts.append(f"ebeveynlere göreli uzaklık (Model 1 / Model 2): {d}")
         lines.append(" · ".join(parts))
     return "\n\n".join(lines) or "Henüz birleştirme yapılmadı."
+
+
+def turkish_curve_rows(outcome, preset) -> list[dict]:
+    """The sweep's second curve: the swept column's Turkish-word and repeated 3-gram shares per point, and the
+    parents' as flat lines."""
+    rows = []
+    for value, words, repeated in outcome.turkish:
+        rows += [{"value": value, "share": words, "series": "Türkçe sözcük / Turkish words"},
+                 {"value": value, "share": repeated, "series": "tekrar / repeated 3-grams"}]
+    xs = [value for value, _, _ in outcome.turkish]
+    for name, (words, _) in outcome.turkish_references.items():
+        label = preset.model1_label if name == "model1" else preset.model2_label
+        rows += [{"value": x, "share": words, "series": f"{label}: Türkçe sözcük"} for x in xs]
+    return rows
 
 
 def _cancellable(work, n_outputs: int, progress=None):
@@ -231,7 +254,8 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits()):
 
     from models import saving
     from models.comparison import Request
-    from models.requests import EXTRA_METHODS, Controls, RequestError, generation_settings, merge_specs
+    from models.requests import (EXTRA_METHODS, Controls, RequestError, check_question, generation_settings,
+                                 merge_specs)
     from prompts.formats import PromptError
     from scoring import variants as scoring
     from scoring.heldout import HeldoutError, load_heldout
@@ -313,8 +337,11 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits()):
                         sweep_param = gr.Dropdown(list(scoring.SWEEPABLE), value="slerp_t", label=i18n("sweep_param"),
                                                   elem_id="sweep_param")
                         sweep_points = gr.Number(11, precision=0, label=i18n("sweep_points"), elem_id="sweep_points")
+                        sweep_turkish = gr.Checkbox(False, label=i18n("sweep_turkish"), elem_id="sweep_turkish")
                         sweep_btn = gr.Button(i18n("run_sweep"), elem_id="run_sweep")
                     sweep_plot = gr.LinePlot(x="value", y="perplexity", color="series", elem_id="sweep_plot")
+                    sweep_turkish_plot = gr.LinePlot(x="value", y="share", color="series",
+                                                     elem_id="sweep_turkish_plot")
                     sweep_best = gr.Markdown(elem_id="sweep_best")
                     best_point = gr.State(None)
                     with gr.Row():
@@ -353,6 +380,7 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits()):
                                  ties_density2, ties_lambda, slerp_attn_schedule, slerp_mlp_schedule, extra_method,
                                  extra_density, max_new_tokens, temperature, top_p, repetition_penalty, greedy, seed)
             try:
+                check_question(c.question, model_set.tokenizer, limits.max_question_chars, limits.max_question_tokens)
                 specs = merge_specs(c)
                 settings = generation_settings(c, gen)
                 columns = tuple(n for n in COLUMNS if n != "extra" or c.extra_method)
@@ -362,8 +390,8 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits()):
                 raise gr.Error(str(err), title="harman") from None
             heading = [column_title(n, model_set, c) for n in COLUMNS]
             for snap in _chain(first, snapshots):
-                note = (f"⚠️ Soru bağlama sığmadı: baştan {snap.dropped_tokens} token kesildi."
-                        if snap.dropped_tokens else "")
+                note = " ".join(([f"⚠️ Soru bağlama sığmadı: baştan {snap.dropped_tokens} token kesildi."]
+                                 if snap.dropped_tokens else []) + [f"⏳ {n}" for n in snap.notes])
                 cols = [snap.columns.get(n) for n in COLUMNS]
                 yield [note, *heading, *[col.text if col else "" for col in cols],
                        *[column_footer(col, c.question) for col in cols]]
@@ -407,13 +435,15 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits()):
                                    **{k: round(v, 4) for k, v in r.metrics.items()}} for r in result or []])
             yield table, table
 
-        def sweep(heldout_path, rows, parameter, points, *values, progress=gr.Progress()):
-            """Re-merge one column at evenly spaced values of a parameter; plot held-out perplexity."""
+        def sweep(heldout_path, rows, parameter, points, turkish_curve, *values, progress=gr.Progress()):
+            """Re-merge one column at evenly spaced values of a parameter; plot held-out perplexity and, if asked,
+            the Turkish check of the column's greedy answers as a second curve."""
             c, data = controls_from(values), open_heldout(heldout_path, rows)
             try:
                 outcome = yield from _cancellable(
                     lambda cancel, report: scoring.sweep_parameter(comparison, data, c, parameter, int(points),
-                                                                   limits.max_sweep_points, cancel, report), 4, progress)
+                                                                   limits.max_sweep_points, cancel, report,
+                                                                   turkish=bool(turkish_curve)), 5, progress)
             except (RequestError, ValueError, TypeError) as err:
                 raise gr.Error(str(err), title="harman") from None
             curve = [{"value": v, "perplexity": p, "series": parameter} for v, p in outcome.result.points]
@@ -422,8 +452,9 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits()):
                 label = model_set.preset.model1_label if name == "model1" else model_set.preset.model2_label
                 curve += [{"value": x, "perplexity": outcome.references[name], "series": label} for x in xs]
             best = outcome.result.best
+            second = pd.DataFrame(turkish_curve_rows(outcome, model_set.preset), columns=["value", "share", "series"])
             if best is None:
-                yield pd.DataFrame(curve), "Tarama durduruldu.", None, gr.skip()
+                yield pd.DataFrame(curve), "Tarama durduruldu.", None, gr.skip(), second
                 return
             # The best point as a vertical line across the plot: a one-point series would draw nothing.
             scores = [row["perplexity"] for row in curve if math.isfinite(row["perplexity"])]
@@ -433,14 +464,14 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits()):
             note = (f"En iyi {parameter} = **{best[0]:.3f}** (perplexity {best[1]:.3f}); "
                     f"Model 1: {outcome.references['model1']:.3f}, Model 2: {outcome.references['model2']:.3f}"
                     + (" · durduruldu" if outcome.result.cancelled else ""))
-            yield pd.DataFrame(curve), note, (parameter, best[0]), gr.skip()
+            yield pd.DataFrame(curve), note, (parameter, best[0]), gr.skip(), second
 
         def apply_best(point):
             """Move the swept parameter's slider to the best point."""
+            order = ["soup_w1", "soup_w2", "slerp_t", "ties_density", "ties_lambda", "ties_w1", "extra_density"]
             if not point:
-                return [gr.skip()] * 6
+                return [gr.skip()] * len(order)
             parameter, value = point
-            order = ["soup_w1", "soup_w2", "slerp_t", "ties_density", "ties_lambda", "ties_w1"]
             out = [gr.skip()] * len(order)
             if parameter == "soup_w1":
                 out[0], out[1] = value, 1 - value
@@ -552,9 +583,11 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits()):
 
         measure = [heldout, rows]
         score_event = score_btn.click(score, [*measure, *controls], [score_table, score_plot], api_name="score")
-        sweep_event = sweep_btn.click(sweep, [*measure, sweep_param, sweep_points, *controls],
-                                      [sweep_plot, sweep_best, best_point, sweep_btn], api_name="sweep")
-        apply_best_btn.click(apply_best, best_point, [soup_w1, soup_w2, slerp_t, ties_density, ties_lambda, ties_w1],
+        sweep_event = sweep_btn.click(sweep, [*measure, sweep_param, sweep_points, sweep_turkish, *controls],
+                                      [sweep_plot, sweep_best, best_point, sweep_btn, sweep_turkish_plot],
+                                      api_name="sweep")
+        apply_best_btn.click(apply_best, best_point,
+                             [soup_w1, soup_w2, slerp_t, ties_density, ties_lambda, ties_w1, extra_density],
                              api_visibility="private")
         greedy_soup_btn.click(greedy_soup, [*measure, *controls], [greedy_soup_md, soup_w1, soup_w2],
                               api_name="greedy_soup")
@@ -580,6 +613,9 @@ def parse_args(argv=None):
     p.add_argument("--model1", help="first fine-tune (env HARMAN_MODEL1)")
     p.add_argument("--model2", help="second fine-tune (env HARMAN_MODEL2)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 … (default: CUDA when present)")
+    p.add_argument("--prompt-format", choices=["chat_template", "turkish_gpt2_instruct", "plain_qa", "auto"],
+                   help="how a question becomes a prompt (default: the preset's; 'auto' for sources given here: "
+                        "the chat template if the tokenizer has one, else plain Soru/Cevap)")
     p.add_argument("--dtype", help="float32, bfloat16 or float16 (default: bf16/fp16 on CUDA, fp32 on CPU)")
     p.add_argument("--device-map", help="accelerate device map (e.g. auto) to spread a model too big for one device")
     p.add_argument("--allow-pickle", action="store_true", default=None,
@@ -599,6 +635,11 @@ def parse_args(argv=None):
     p.add_argument("--max-rows", type=int, default=int(os.environ.get("HARMAN_MAX_ROWS", "60")),
                    help="most held-out rows one score or sweep may use")
     p.add_argument("--max-sweep-points", type=int, default=int(os.environ.get("HARMAN_MAX_SWEEP_POINTS", "21")))
+    p.add_argument("--max-question-chars", type=int, default=int(os.environ.get("HARMAN_MAX_QUESTION_CHARS", "2000")),
+                   help="longest question accepted, in characters (longer ones are refused with a message)")
+    p.add_argument("--max-question-tokens", type=int,
+                   default=int(os.environ.get("HARMAN_MAX_QUESTION_TOKENS", "512")),
+                   help="longest question accepted, in prompt tokens")
     p.add_argument("--concurrency", type=int, default=int(os.environ.get("HARMAN_CONCURRENCY", "8")),
                    help="requests served at the same time (their rows share one decoding loop)")
     p.add_argument("--answer-cache", type=int, default=int(os.environ.get("HARMAN_ANSWER_CACHE", "256")),
@@ -614,7 +655,7 @@ def load_model_set(args):
 
     overrides = {"base": args.base, "model1": args.model1, "model2": args.model2, "device": args.device,
                  "dtype": args.dtype, "device_map": args.device_map, "allow_pickle": args.allow_pickle,
-                 "trust_remote_code": args.trust_remote_code}
+                 "trust_remote_code": args.trust_remote_code, "prompt_format": args.prompt_format}
     preset = presets.load(args.preset, overrides=overrides)
     if args.pool < 1:
         raise presets.PresetError(f"--pool {args.pool}: the pool needs at least one slice for TIES")
@@ -645,6 +686,7 @@ def main(argv=None) -> int:
 
     limits = Limits(heldout=default_heldout() + tuple(args.heldout), max_rows=args.max_rows,
                     max_sweep_points=args.max_sweep_points, save_dir=args.save_dir,
+                    max_question_chars=args.max_question_chars, max_question_tokens=args.max_question_tokens,
                     hub_token=os.environ.get("HF_TOKEN") or None)
     comparison = Comparison(models, batched=not args.no_batch, answer_cache=args.answer_cache)
     # SLERP's angles and model stock's cosines, measured once for every tensor while the page starts.

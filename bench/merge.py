@@ -1,6 +1,6 @@
 """How fast harman merges a whole model, against a floor and against mergekit, in one run.
 
-    python -m bench.merge                           # SmolLM2-135M shapes, float32, CPU, all methods
+    python -m bench.merge                           # Gemma 3 270M shapes (the default), float32, CPU, all methods
     python -m bench.merge --shapes gpt2-large --device cuda --dtype bfloat16
     python -m bench.merge --methods linear slerp ties --no-mergekit
 
@@ -29,6 +29,9 @@ from merging import MergeSpec, merge_model
 SHAPES = {
     # SmolLM2-135M: hidden 576, intermediate 1536, 30 layers, 9 heads (3 for keys and values), tied embeddings
     "smollm2-135m": dict(arch="llama", hidden=576, intermediate=1536, layers=30, heads=9, kv_heads=3, vocab=49152),
+    # Gemma 3 270M, the offline default: 256-wide heads, q/k norms, four norms per layer, a 262k-token vocabulary
+    "gemma3-270m": dict(arch="gemma3", hidden=640, intermediate=2048, layers=18, heads=4, kv_heads=1, head_dim=256,
+                        vocab=262144),
     # turkish-gpt2-large
     "gpt2-large": dict(arch="gpt2", hidden=1280, layers=36, vocab=50257, positions=1024),
 }
@@ -54,12 +57,16 @@ SPECS = {
 def tensor_shapes(shapes: str) -> dict[str, tuple[int, ...]]:
     s = SHAPES[shapes]
     h, layers = s["hidden"], s["layers"]
-    if s["arch"] == "llama":
-        kv = h // s["heads"] * s["kv_heads"]
-        layer = {"input_layernorm.weight": (h,), "self_attn.q_proj.weight": (h, h), "self_attn.k_proj.weight": (kv, h),
-                 "self_attn.v_proj.weight": (kv, h), "self_attn.o_proj.weight": (h, h),
+    if s["arch"] in ("llama", "gemma3"):
+        head = s.get("head_dim", h // s["heads"])
+        q, kv = s["heads"] * head, s["kv_heads"] * head
+        layer = {"input_layernorm.weight": (h,), "self_attn.q_proj.weight": (q, h), "self_attn.k_proj.weight": (kv, h),
+                 "self_attn.v_proj.weight": (kv, h), "self_attn.o_proj.weight": (h, q),
                  "post_attention_layernorm.weight": (h,), "mlp.gate_proj.weight": (s["intermediate"], h),
                  "mlp.up_proj.weight": (s["intermediate"], h), "mlp.down_proj.weight": (h, s["intermediate"])}
+        if s["arch"] == "gemma3":
+            layer.update({"self_attn.q_norm.weight": (head,), "self_attn.k_norm.weight": (head,),
+                          "pre_feedforward_layernorm.weight": (h,), "post_feedforward_layernorm.weight": (h,)})
         names = {"model.embed_tokens.weight": (s["vocab"], h)}
         names.update({f"model.layers.{i}.{k}": v for i in range(layers) for k, v in layer.items()})
         names["model.norm.weight"] = (h,)
@@ -156,7 +163,7 @@ def measure(method: str, base, models, dest, args, have_mergekit: bool) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--shapes", choices=SHAPES, default="smollm2-135m")
+    parser.add_argument("--shapes", choices=SHAPES, default="gemma3-270m")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
     parser.add_argument("--methods", nargs="+", choices=SPECS, default=list(SPECS))

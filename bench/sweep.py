@@ -36,7 +36,8 @@ def main(argv=None) -> None:
     prompts = scoring.prompt_texts(comparison, heldout)
 
     floor = time.perf_counter()
-    scoring.heldout_perplexity(comparison, "model1", heldout, prompts)
+    with comparison.holding({}) as parents:
+        scoring.heldout_perplexity(comparison, parents, "model1", heldout, prompts)
     floor = time.perf_counter() - floor
 
     started = time.perf_counter()

@@ -16,7 +16,7 @@ import time
 from models import model_set, presets
 from models.comparison import Comparison
 from models.finetune import TASKS, read_pairs
-from models.generation import generate, greedy_settings
+from models.generation import greedy_settings
 from models.requests import Controls, merge_specs
 from prompts import examples, formats
 from scoring import turkish
@@ -34,12 +34,12 @@ def measure(preset_name: str, asked: list[str], max_new_tokens: int) -> dict[str
     specs = {c: s for c, s in merge_specs(Controls(question="q")).items() if c in COLUMNS}
     checks: dict[str, list[turkish.TurkishCheck]] = {c: [] for c in COLUMNS}
     started = time.perf_counter()
-    with comparison.slots.reading(specs):
+    with comparison.holding(specs) as held:
         for question in asked:
             prompt = formats.build(ms.preset.prompt_format, question, ms.tokenizer, ms.max_context, max_new_tokens,
                                    ms.preset.system)
             settings = greedy_settings(prompt, max_new_tokens)
-            results = generate(ms.bank, list(COLUMNS), prompt.ids, settings, {}, tokenizer=ms.tokenizer)
+            results = comparison.generate(held, list(COLUMNS), prompt.ids, settings)
             for column, result in results.items():
                 checks[column].append(turkish.check(result.text, question))
     seconds = time.perf_counter() - started

@@ -30,6 +30,7 @@ from prompts import formats
 log = logging.getLogger(__name__)
 
 UPDATES_PER_SECOND = 10
+WAITING_NOTE = "waiting for a free merge slot: every slot of the pool is in use by other answers"
 ANSWER_CACHE_SIZE = 256
 
 
@@ -175,6 +176,21 @@ class Comparison:
         return generate(ms.bank, columns, prompt_ids, settings, {}, stop_event=stop_event, batched=False,
                         tokenizer=ms.tokenizer, recipes=held.recipes)
 
+    def generate_many(self, held: Held, column: str, prompts: list[list[int]], settings: list[GenerationSettings],
+                      stop_event: threading.Event | None = None) -> list:
+        """One column's answers to several prompts; in the loop they decode side by side."""
+        stop_event = stop_event or threading.Event()
+        if self.loop is None:
+            return [self.generate(held, [column], p, s, stop_event)[column] for p, s in zip(prompts, settings)]
+        recipe = held.recipes[column] if column in held.recipes else self.model_set.bank.index(column)
+        jobs = [self.loop.submit(Job({column: recipe}, p, s, {}, stop_event, self.model_set.tokenizer))
+                for p, s in zip(prompts, settings)]
+        for job in jobs:
+            job.done.wait()
+            if job.error is not None:
+                raise job.error
+        return [job.results[column] for job in jobs]
+
     def prompt(self, question: str, max_new_tokens: int) -> formats.Prompt:
         ms = self.model_set
         return formats.build(ms.preset.prompt_format, question, ms.tokenizer, ms.max_context, max_new_tokens,
@@ -198,8 +214,13 @@ class Comparison:
             yield snapshot
             return
         specs = {c: request.specs[c] for c in pending if c not in PARENTS}
-        waiting: list[bool] = []
-        with self.holding(specs, on_wait=lambda: waiting.append(True)) as held:
+        pooled = {c: s for c, s in specs.items() if not (self.batched and merge_free(s))}
+        if pooled and self.pool.must_wait(pooled):
+            # Every pool slice is read by other visitors' answers: say so while this request waits for one.
+            snapshot.notes.append(WAITING_NOTE)
+            yield snapshot
+        with self.holding(specs) as held:
+            snapshot.notes = [n for n in snapshot.notes if n != WAITING_NOTE]
             bank = self.model_set.bank
             for column in specs:
                 report = held.reports[column]

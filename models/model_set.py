@@ -3,6 +3,7 @@ weight bank (see models/bank.py and shared/DESIGN.md)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -11,7 +12,8 @@ import torch
 
 from models import compat, sources
 from models.bank import WeightBank
-from models.presets import Preset
+from models.presets import Preset, PresetError
+from prompts import formats
 
 log = logging.getLogger(__name__)
 
@@ -105,11 +107,20 @@ def load(preset: Preset, pool: int = POOL_SIZE) -> ModelSet:
     for message in notes:
         log.info(message)
 
+    tokenizer = tokenizers[plan.tokenizer_from]
+    try:
+        fmt = formats.resolve(preset.prompt_format, tokenizer)
+    except formats.PromptError as err:
+        raise PresetError(f"{preset.source_file}: {err}") from None
+    if fmt != preset.prompt_format:
+        notes.append(f"prompt format {preset.prompt_format} resolved to {fmt} for this tokenizer")
+        preset = dataclasses.replace(preset, prompt_format=fmt)
+
     bank = WeightBank.build(template, {r: weights.pop(r) for r in PARENTS}, pool_variants(pool), fill=False)
     config = template.config
     return ModelSet(
         preset=preset,
-        tokenizer=tokenizers[plan.tokenizer_from],
+        tokenizer=tokenizer,
         bank=bank,
         device=device,
         dtype=options.dtype,

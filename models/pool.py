@@ -69,6 +69,11 @@ class SlotPool:
                     slot.readers -= 1
                 self._cond.notify_all()
 
+    def must_wait(self, specs: Mapping[str, Hashable]) -> bool:
+        """Whether holding these specs would wait now (every slice it would need is read by others)."""
+        with self._cond:
+            return self._plan(list(dict.fromkeys(specs.values()))) is None
+
     def _take(self, wanted: list[Hashable], on_wait) -> tuple[dict[Hashable, _Slot], set[Hashable]]:
         """Slots for every spec, taken at once; and the specs this request must merge itself."""
         with self._cond:

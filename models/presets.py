@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from prompts.formats import FORMATS
+from prompts.formats import CHOICES
 
 PRESET_DIR = Path(__file__).parent / "presets"
 DEFAULT_PRESET = "default"
@@ -80,8 +80,15 @@ def load(name_or_path: str = DEFAULT_PRESET, overrides: dict | None = None,
     if not isinstance(raw, dict):
         raise PresetError(f"{path}: expected a mapping of fields at the top level, got {type(raw).__name__}")
     raw.setdefault("name", path.stem)
-    raw = _merge(raw, _from_env(environ if environ is not None else os.environ))
-    raw = _merge(raw, overrides or {})
+    env = _from_env(environ if environ is not None else os.environ)
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    # A preset's prompt format belongs to its own models: sources given instead of them, without a format, get
+    # 'auto' (their tokenizer decides at load, models.model_set). Filling a preset's empty source keeps its format.
+    given = {**env, **overrides}
+    if any(raw.get(k) and k in given and given[k] != raw[k] for k in _REQUIRED) and "prompt_format" not in given:
+        overrides["prompt_format"] = "auto"
+    raw = _merge(raw, env)
+    raw = _merge(raw, overrides)
     return _build(raw, str(path))
 
 
@@ -167,8 +174,8 @@ def _build(raw: dict, source: str) -> Preset:
         expected = _type_of(known[key])
         values[key] = None if value is None else _coerce(value, expected, f"{source}: {key}")
     fmt = values.get("prompt_format", "chat_template")
-    if fmt not in FORMATS:
-        raise PresetError(f"{source}: prompt_format {fmt!r} is not one of {', '.join(FORMATS)}")
+    if fmt not in CHOICES:
+        raise PresetError(f"{source}: prompt_format {fmt!r} is not one of {', '.join(CHOICES)}")
     if generation.max_new_tokens > generation.max_new_tokens_cap:
         raise PresetError(
             f"{source}: generation.max_new_tokens={generation.max_new_tokens} exceeds "

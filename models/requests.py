@@ -134,12 +134,38 @@ def extra_spec(method: str, w1: float, w2: float, density: float, lam: float, se
         return MergeSpec.from_dict({"merge_method": method,
                                     "models": [{"parameters": {"weight": w1}}, {"parameters": {"weight": w2}}]})
     per_model = {"weight": None, "density": density}
+    if method in ("della", "della_linear"):
+        # DELLA keeps each delta with a probability within density ± epsilon, which must stay inside (0, 1): the
+        # page has no epsilon control, so it follows from the density (mergekit's 0.15 where that fits).
+        per_model["epsilon"] = della_epsilon(density)
     if method == "task_arithmetic":
         per_model = {}
     models = [{"parameters": {**per_model, "weight": w}} for w in (w1, w2)]
     parameters = {"lambda": lam}
     return MergeSpec.from_dict({"merge_method": method, "parameters": parameters, "models": models,
                                 "seed": seed})
+
+
+def check_question(question: str, tokenizer, max_chars: int, max_tokens: int) -> str:
+    """The question, refused (not cut) over the owner's limits: a huge question would fill the context and hold
+    the shared decoding loop for minutes while every column prefills it."""
+    if not isinstance(question, str):
+        raise RequestError(f"question: expected text, got {type(question).__name__}")
+    if len(question) > max_chars:
+        raise RequestError(f"question: {len(question)} characters is over this deployment's limit of {max_chars}; "
+                           "ask a shorter question")
+    tokens = len(tokenizer(question, add_special_tokens=False)["input_ids"])
+    if tokens > max_tokens:
+        raise RequestError(f"question: {tokens} tokens is over this deployment's limit of {max_tokens}; "
+                           "ask a shorter question")
+    return question
+
+
+def della_epsilon(density: float) -> float:
+    """The largest of mergekit's default 0.15 and what keeps density ± epsilon strictly inside (0, 1)."""
+    if density >= 1:
+        return 0.15  # nothing is dropped at density 1: epsilon is unused
+    return min(0.15, density / 2, (1 - density) / 2)
 
 
 def generation_settings(c: Controls, defaults: GenerationDefaults) -> GenerationSettings:

@@ -13,6 +13,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 FORMATS = ("chat_template", "turkish_gpt2_instruct", "plain_qa")
+# ``auto``, for sources given on the command line: the chat template when the tokenizer has one, otherwise the
+# plain Soru/Cevap format; resolved once the tokenizer is loaded (``resolve``).
+CHOICES = (*FORMATS, "auto")
+
+
+def resolve(format_name: str, tokenizer) -> str:
+    """The format a model set will use with this tokenizer; raises PromptError, at load, for one that cannot work."""
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if format_name == "auto":
+        return "chat_template" if has_template else "plain_qa"
+    if format_name == "chat_template" and not has_template:
+        raise PromptError("prompt format 'chat_template' was chosen but the tokenizer has no chat template; use "
+                          "--prompt-format plain_qa (or auto), or set prompt_format in the preset")
+    if format_name not in FORMATS:
+        raise PromptError(f"unknown prompt format {format_name!r}; expected one of {', '.join(CHOICES)}")
+    return format_name
 
 TURKISH_GPT2_STOP = "<|stop|>"
 

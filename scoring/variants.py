@@ -7,7 +7,7 @@ of the weights its spec describes, even while other users generate.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from models.comparison import Comparison
@@ -107,17 +107,41 @@ def controls_at(controls: Controls, parameter: str, value: float) -> Controls:
     return replace(controls, **{parameter: value})
 
 
+# The sweep's second curve: the Turkish check of greedy answers to the first rows of the held-out set.
+TURKISH_ROWS = 8
+TURKISH_TOKENS = 32
+
+
 @dataclass
 class SweepOutcome:
     parameter: str
     result: SweepResult
     references: dict[str, float]  # Model 1 and Model 2 perplexity, the lines the curve is judged against
+    # With turkish=True: per point (value, Turkish-word share, repeated 3-gram share) of the column's answers,
+    # and the same two figures for Model 1 and Model 2.
+    turkish: list[tuple[float, float, float]] = field(default_factory=list)
+    turkish_references: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+
+def answers_turkish(comparison: Comparison, held, column: str, heldout: HeldoutSet,
+                    cancel: threading.Event | None = None) -> tuple[float, float]:
+    """(Turkish-word share, repeated 3-gram share) of one column's greedy answers to the first held-out rows;
+    the rows decode side by side in the server's loop."""
+    ms = comparison.model_set
+    rows = heldout.rows[:TURKISH_ROWS]
+    prompts = [formats.build(ms.preset.prompt_format, user_message(r), ms.tokenizer, ms.max_context,
+                             TURKISH_TOKENS, ms.preset.system) for r in rows]
+    results = comparison.generate_many(held, column, [p.ids for p in prompts],
+                                       [greedy_settings(p, TURKISH_TOKENS) for p in prompts], cancel)
+    figures = turkish_figures([r.text.strip() for r in results], [user_message(r) for r in rows])
+    return figures["turkish_words"], figures["repeated_3grams"]
 
 
 def sweep_parameter(comparison: Comparison, heldout: HeldoutSet, controls: Controls, parameter: str, points: int,
                     cap: int, cancel: threading.Event | None = None,
-                    progress: Callable[[float, str], None] | None = None) -> SweepOutcome:
-    """Re-merge one column at evenly spaced values of one parameter and score each by held-out perplexity."""
+                    progress: Callable[[float, str], None] | None = None, turkish: bool = False) -> SweepOutcome:
+    """Re-merge one column at evenly spaced values of one parameter and score each by held-out perplexity; with
+    ``turkish``, also the Turkish check of the column's greedy answers (answers_turkish) at every point."""
     if parameter not in SWEEPABLE:
         raise RequestError(f"sweep: {parameter!r} is not a parameter harman can sweep; choose one of "
                            f"{', '.join(SWEEPABLE)}")
@@ -129,22 +153,29 @@ def sweep_parameter(comparison: Comparison, heldout: HeldoutSet, controls: Contr
     except ValueError as err:
         raise RequestError(str(err)) from None
     prompts = prompt_texts(comparison, heldout)
+    figures: list[tuple[float, float, float]] = []
     with comparison.holding({}) as parents:
         references = {v: heldout_perplexity(comparison, parents, v, heldout, prompts) for v in ("model1", "model2")}
-    current: dict[str, float] = {}
+        parent_turkish = {v: answers_turkish(comparison, parents, v, heldout, cancel)
+                          for v in ("model1", "model2")} if turkish else {}
+    current: dict = {}
 
     def apply(value: float) -> None:
+        current["value"] = value
         current["spec"] = merge_specs(controls_at(controls, parameter, value))[variant]
 
     def evaluate() -> float:
         with comparison.holding({variant: current["spec"]}) as held:
-            return heldout_perplexity(comparison, held, variant, heldout, prompts)
+            score = heldout_perplexity(comparison, held, variant, heldout, prompts)
+            if turkish:
+                figures.append((current["value"], *answers_turkish(comparison, held, variant, heldout, cancel)))
+            return score
 
     def step(done: int, total: int) -> None:
         _report(progress, done / total, f"{parameter}: point {done}/{total}")
 
     result = sweep(values, apply, evaluate, cancel=cancel, progress=step)
-    return SweepOutcome(parameter, result, references)
+    return SweepOutcome(parameter, result, references, figures, parent_turkish)
 
 
 def greedy_soup_of(comparison: Comparison, heldout: HeldoutSet, controls: Controls):

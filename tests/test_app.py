@@ -235,11 +235,13 @@ def test_score_sweep_export_and_save_endpoints(measured):
     table, _ = client.predict(heldout, 3, *controls, api_name="/score")
     assert [r[0] for r in table["data"]] == ["model1", "model2", "soup", "slerp", "ties"]
     assert "exact_match" in table["headers"] and "perplexity" in table["headers"]
-    curve, note, *_ = client.predict(heldout, 3, "slerp_t", 3, *controls, api_name="/sweep")
+    curve, note, *_, turkish_curve = client.predict(heldout, 3, "slerp_t", 3, True, *controls, api_name="/sweep")
     sweep_rows = [r for r in curve["data"] if r[2] == "slerp_t"]
     assert [r[0] for r in sweep_rows] == [0.0, 0.5, 1.0]
     best = min(sweep_rows, key=lambda r: r[1])
     assert f"**{best[0]:.3f}**" in note
+    words = [r for r in turkish_curve["data"] if r[2] == "Türkçe sözcük / Turkish words"]
+    assert [r[0] for r in words] == [0.0, 0.5, 1.0]  # the Turkish check as the sweep's second curve
     marker = [r for r in curve["data"] if r[2].startswith("en iyi")]
     assert {r[0] for r in marker} == {best[0]} and len(marker) == 2  # a vertical line at the best point
     recipe = client.predict("ties", *controls, api_name="/export_mergekit")
@@ -255,6 +257,15 @@ def test_score_sweep_export_and_save_endpoints(measured):
     with pytest.raises(Exception, match="outside the allowed directory|use 1-100 letters"):
         client.predict("slerp", "../escape", "", *controls, api_name="/save_merged")
     with pytest.raises(Exception, match="at most 7"):
-        client.predict(heldout, 3, "slerp_t", 50, *controls, api_name="/sweep")
+        client.predict(heldout, 3, "slerp_t", 50, False, *controls, api_name="/sweep")
     with pytest.raises(Exception, match="not in the list of choices|is not one this deployment offers"):
         client.predict("/etc/passwd", 3, *controls, api_name="/score")
+
+
+def test_a_question_over_the_limit_is_refused_at_once_and_the_next_is_answered(served):
+    client, _ = served
+    started = time.perf_counter()
+    with pytest.raises(Exception, match="300000 characters is over this deployment's limit of 2000"):
+        client.predict(*{**DEFAULTS, "question": "Ankara " * 42_857 + "?"}.values(), api_name="/compare")
+    assert time.perf_counter() - started < 5  # refused before anything is prefilled (it held the server 327 s)
+    assert all(ask(client, question="Ankara nerededir?", max_new_tokens=4)[c] for c in app.COLUMNS[:5])

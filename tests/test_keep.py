@@ -96,6 +96,17 @@ def test_sweep_returns_the_points_and_marks_the_minimum(comparison, heldout):
     assert points[-1][1] == pytest.approx(outcome.references["model2"], rel=1e-5)
 
 
+def test_a_sweep_can_carry_the_turkish_check_as_its_second_curve(comparison, heldout):
+    outcome = scoring.sweep_parameter(comparison, heldout, Controls(question="q"), "slerp_t", 3, cap=21,
+                                      turkish=True)
+    assert [round(v, 6) for v, _, _ in outcome.turkish] == [0.0, 0.5, 1.0]
+    # SLERP's ends are the parents: their answers, so their Turkish figures, are the parents' own.
+    nan_equal = lambda a, b: a == pytest.approx(b, nan_ok=True)  # noqa: E731 (a tiny model may check no word)
+    assert nan_equal(outcome.turkish[0][1:], outcome.turkish_references["model1"])
+    assert nan_equal(outcome.turkish[-1][1:], outcome.turkish_references["model2"])
+    assert all(0 <= r <= 1 for _, _, r in outcome.turkish)
+
+
 @pytest.mark.parametrize("parameter, points, message", [
     ("slerp_t", 1, "at least 2"),
     ("slerp_t", 500, "at most 21"),

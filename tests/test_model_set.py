@@ -143,3 +143,46 @@ def test_check_command_fails_clearly_with_a_bad_source(gpt2_dirs):
     done = run_check("--preset", str(preset), "--model2", str(gpt2_dirs["base"].parent / "missing"))
     assert done.returncode == 2
     assert "harman: source" in done.stderr and "missing" in done.stderr and "no such folder" in done.stderr
+
+
+def without_chat_template(dirs: dict, root) -> dict:
+    """Copies of checkpoint folders whose tokenizers have no chat template, as GPT-2 checkpoints ship."""
+    import json
+    import shutil
+
+    out = {}
+    for role, folder in dirs.items():
+        target = root / f"plain-{role}"
+        shutil.copytree(folder, target)
+        (target / "chat_template.jinja").unlink(missing_ok=True)
+        config = target / "tokenizer_config.json"
+        data = json.loads(config.read_text(encoding="utf-8"))
+        data.pop("chat_template", None)
+        config.write_text(json.dumps(data), encoding="utf-8")
+        out[role] = target
+    return out
+
+
+def test_own_checkpoints_without_a_chat_template_answer_in_the_plain_format(gpt2_dirs, tmp_path):
+    """`python app.py --base X --model1 Y --model2 Z` with GPT-2 checkpoints: the format is resolved at load."""
+    import app
+    from models.comparison import Comparison, Request
+    from models.generation import GenerationSettings
+    from models.requests import Controls, merge_specs
+
+    plain = without_chat_template(gpt2_dirs, tmp_path)
+    args = app.parse_args(["--base", str(plain["base"]), "--model1", str(plain["model1"]), "--model2",
+                           str(plain["model2"]), "--device", "cpu"])
+    ms = app.load_model_set(args)
+    assert ms.preset.prompt_format == "plain_qa"
+    assert "prompt format plain_qa" in ms.summary() and "resolved to plain_qa" in ms.summary()
+    soup = merge_specs(Controls(question="q"))["soup"]
+    request = Request("Türkiye'nin başkenti neresidir?", ("model1", "soup"), {"soup": soup},
+                      GenerationSettings(max_new_tokens=4, greedy=True))
+    *_, last = Comparison(ms).run(request)
+    assert all(c.done and c.n_tokens for c in last.columns.values())
+
+    forced = app.parse_args(["--base", str(plain["base"]), "--model1", str(plain["model1"]), "--model2",
+                             str(plain["model2"]), "--device", "cpu", "--prompt-format", "chat_template"])
+    with pytest.raises(presets.PresetError, match="no chat template.*--prompt-format plain_qa"):
+        app.load_model_set(forced)

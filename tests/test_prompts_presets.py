@@ -85,3 +85,12 @@ def test_bad_preset_files_name_file_key_and_expectation(tmp_path, body, message)
     path.write_text(body, encoding="utf-8")
     with pytest.raises(presets.PresetError, match=message):
         presets.load(str(path), environ={})
+
+
+def test_sources_given_instead_of_a_presets_own_get_the_auto_format():
+    replaced = presets.load("default", overrides={"base": "/my/base", "model1": "/my/one", "model2": "/my/two"},
+                            environ={})
+    assert replaced.prompt_format == "auto"
+    chosen = presets.load("default", overrides={"base": "/my/base", "prompt_format": "plain_qa"}, environ={})
+    assert chosen.prompt_format == "plain_qa"
+    assert presets.load("default", overrides={"base": None}, environ={}).prompt_format == "plain_qa"

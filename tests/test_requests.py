@@ -57,3 +57,16 @@ def test_soup_and_ties_specs_carry_the_controls():
                                                          {"density": 0.4, "weight": 0.5}]
     assert "extra" not in specs
     assert merge_specs(Controls(question="q", extra_method="dare_ties"))["extra"].method == "dare_ties"
+
+
+@pytest.mark.parametrize("method", ["della", "della_linear"])
+def test_every_extra_density_the_slider_allows_gives_a_della_merge(method):
+    """The page has no epsilon control: it follows from the density, so no density fails with an epsilon error."""
+    from tests.test_merging_apply import LAYERS, family, sentinel
+    from merging import merge_model
+
+    base, first, second = family()
+    for step in range(1, 21):  # the extra-density slider: 0.05 to 1 in steps of 0.05
+        density = round(0.05 * step, 2)
+        spec = merge_specs(Controls(question="q", extra_method=method, extra_density=density))["extra"]
+        merge_model(sentinel(base), base, [first, second], spec, LAYERS)
