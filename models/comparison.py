@@ -30,7 +30,7 @@ from prompts import formats
 log = logging.getLogger(__name__)
 
 UPDATES_PER_SECOND = 10
-WAITING_NOTE = "waiting for a free merge slot: every slot of the pool is in use by other answers"
+WAITING_NOTE = "waiting"  # a note code: page/text.py says it in the visitor's language
 ANSWER_CACHE_SIZE = 256
 
 
@@ -106,7 +106,6 @@ class Comparison:
                 log.warning("batched decoding is not available for this model; each column runs in its own "
                             "thread and every merge is materialised: %s", err)
         self.batched = self.loop is not None
-        self.last_reports: dict[str, object] = {}  # the latest merge diagnostics of each merged column
         self._coefficients: OrderedDict = OrderedDict()  # spec -> Coefficients, the most recent few
         self._answers: OrderedDict = OrderedDict()
         self._answers_lock = threading.Lock()
@@ -231,8 +230,7 @@ class Comparison:
                     # No merge (the slice held this spec already): its weights are those of its last merge,
                     # which no other request can redo while this one reads them.
                     report = self.pool.report(held.variants[column])
-                snapshot.columns[column].report = report
-                self.last_reports[column] = report
+                snapshot.columns[column].report = report  # rides with the answer to this visitor only
             recipes = {c: held.recipes[c] if c in held.recipes else bank.index(c) for c in pending}
             yield from self._stream(snapshot, recipes, held, prompt.ids, settings, stop_event)
         for column in pending:

@@ -76,18 +76,34 @@ class Streamer(Protocol):
 
 
 class QueueStreamer:
-    """Puts ``(variant, "token", text_so_far, n_tokens)`` and finally ``(variant, "end", result)`` on a queue."""
+    """Puts ``(variant, "token", text_so_far, n_tokens)`` and finally ``(variant, "end", result)`` on a queue.
+
+    Each token decodes only the tokens since the text was last whole, with the token before them as context (a
+    sentencepiece word's leading space, the bytes of a character that spans tokens), so streaming an answer
+    costs time in proportion to its length, not to its square.
+    """
 
     def __init__(self, variant: str, queue: Queue, tokenizer):
         self.variant, self.queue, self.tokenizer = variant, queue, tokenizer
         self.token_ids: list[int] = []
+        self.text = ""  # the decoded text of token_ids[:self.whole]
+        self.whole = 0
 
     def put(self, token_ids: list[int]) -> None:
         self.token_ids.extend(token_ids)
-        # Decoding the whole answer, not each token alone, keeps characters that span tokens (UTF-8 bytes of
-        # byte-level BPE, sentencepiece pieces) whole; a trailing U+FFFD is a character still waiting for bytes.
-        text = self.tokenizer.decode(self.token_ids, skip_special_tokens=True).rstrip("\ufffd")
-        self.queue.put((self.variant, "token", text, len(self.token_ids)))
+        self.queue.put((self.variant, "token", self._text(), len(self.token_ids)))
+
+    def _text(self) -> str:
+        decode = lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
+        context = self.token_ids[self.whole - 1:self.whole] if self.whole else []
+        head, tail = decode(context), decode(context + self.token_ids[self.whole:])
+        if not tail.startswith(head):  # a tokenizer whose decoding is not prefix-stable: decode it all
+            head, tail, self.text, self.whole = "", decode(self.token_ids), "", 0
+        added = tail[len(head):]
+        if added.endswith("\ufffd"):  # a character still waiting for its bytes: not whole yet
+            return self.text + added.rstrip("\ufffd")
+        self.text, self.whole = self.text + added, len(self.token_ids)
+        return self.text
 
     def end(self, result: GenerationResult) -> None:
         self.queue.put((self.variant, "end", result))

@@ -43,8 +43,12 @@ class Preset:
     model1: str
     model2: str
     title: str = ""
+    title_en: str = ""  # the title on an English page (empty: the title)
     model1_label: str = "Model 1"
     model2_label: str = "Model 2"
+    model1_label_en: str = ""  # the column labels on an English page (empty: the labels above)
+    model2_label_en: str = ""
+    base_model: str = ""  # the base's Hub id for saved model cards, when the base source is not one
     prompt_format: str = "chat_template"
     system: str | None = None
     device: str | None = None  # None: CUDA when present, else CPU

@@ -7,10 +7,9 @@ The API is public, so nothing here trusts the browser's slider limits.
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import dataclass
 
 from merging import MergeSpec
+from models.controls import BY_NAME, Control, Controls, check_number
 from models.generation import GenerationSettings
 from models.presets import GenerationDefaults
 
@@ -26,49 +25,17 @@ class RequestError(ValueError):
     """A control value the server refuses; the message names the control and the allowed range."""
 
 
-@dataclass(frozen=True)
-class Controls:
-    """Every control of the page, with the labels the API shows."""
-    question: str
-    soup_w1: float = 0.5
-    soup_w2: float = 0.5
-    slerp_t: float = 0.5
-    ties_density: float = 0.5
-    ties_w1: float = 1.0
-    ties_w2: float = 1.0
-    ties_density1: float | None = None  # None: the main TIES density
-    ties_density2: float | None = None
-    ties_lambda: float = 1.0
-    slerp_attn_schedule: str = ""  # mergekit list syntax, e.g. "[0, 0.5, 0.3, 0.7, 1]"; empty: t everywhere
-    slerp_mlp_schedule: str = ""
-    extra_method: str = ""  # empty: no extra column
-    extra_density: float = 0.5
-    max_new_tokens: int = 64
-    temperature: float = 0.7
-    top_p: float = 0.9
-    repetition_penalty: float = 1.1
-    greedy: bool = True
-    seed: int = 0
-
-
 def _number(name: str, value, lo: float, hi: float, *, lo_open: bool = False) -> float:
+    """A number in [lo, hi] (or (lo, hi]), for values that are not a control of their own (schedule anchors)."""
+    return _value(Control(name, "slider", None, "", "", "", name, lo, hi, lo_open=lo_open), value)
+
+
+def _value(c: Control | str, value, cap: float | None = None):
+    """A control's value as the server accepts it (its range from models/controls.py)."""
     try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise RequestError(f"{name}: expected a number, got {value!r}") from None
-    if not math.isfinite(x):
-        raise RequestError(f"{name}: {value!r} is not a finite number")
-    if x > hi or x < lo or (lo_open and x == lo):
-        bracket = "(" if lo_open else "["
-        raise RequestError(f"{name}: {x:g} is outside the allowed range {bracket}{lo:g}, {hi:g}]")
-    return x
-
-
-def _integer(name: str, value, lo: int, hi: int) -> int:
-    x = _number(name, value, lo, hi)
-    if x != int(x):
-        raise RequestError(f"{name}: expected a whole number, got {value!r}")
-    return int(x)
+        return check_number(BY_NAME[c] if isinstance(c, str) else c, value, cap)
+    except ValueError as err:
+        raise RequestError(str(err)) from None
 
 
 def parse_schedule(name: str, text: str) -> list[float] | None:
@@ -88,19 +55,17 @@ def parse_schedule(name: str, text: str) -> list[float] | None:
 
 def merge_specs(c: Controls) -> dict[str, MergeSpec]:
     """The merge spec of every merged column these controls ask for."""
-    w1 = _number("soup w1", c.soup_w1, 0.0, 1.0)
-    w2 = _number("soup w2", c.soup_w2, 0.0, 1.0)
+    w1, w2 = _value("soup_w1", c.soup_w1), _value("soup_w2", c.soup_w2)
     if w1 + w2 == 0:
         raise RequestError("soup weights: w1 and w2 are both 0; give at least one model a weight above 0")
-    t = _number("SLERP t", c.slerp_t, 0.0, 1.0)
-    density = _number("TIES density", c.ties_density, 0.0, 1.0, lo_open=True)
-    d1 = density if c.ties_density1 is None else _number("TIES density (Model 1)", c.ties_density1, 0, 1, lo_open=True)
-    d2 = density if c.ties_density2 is None else _number("TIES density (Model 2)", c.ties_density2, 0, 1, lo_open=True)
-    tw1 = _number("TIES weight (Model 1)", c.ties_w1, 0.0, 2.0)
-    tw2 = _number("TIES weight (Model 2)", c.ties_w2, 0.0, 2.0)
+    t = _value("slerp_t", c.slerp_t)
+    density = _value("ties_density", c.ties_density)
+    d1 = density if c.ties_density1 is None else _value("ties_density1", c.ties_density1)
+    d2 = density if c.ties_density2 is None else _value("ties_density2", c.ties_density2)
+    tw1, tw2 = _value("ties_w1", c.ties_w1), _value("ties_w2", c.ties_w2)
     if tw1 + tw2 == 0:
         raise RequestError("TIES weights: both are 0; give at least one model a weight above 0")
-    lam = _number("lambda", c.ties_lambda, 0.0, 2.0)
+    lam = _value("ties_lambda", c.ties_lambda)
 
     t_value: object = t
     attn = parse_schedule("SLERP attention schedule", c.slerp_attn_schedule)
@@ -122,8 +87,8 @@ def merge_specs(c: Controls) -> dict[str, MergeSpec]:
     if c.extra_method:
         if c.extra_method not in EXTRA_METHODS:
             raise RequestError(f"extra method: {c.extra_method!r} is not one of {', '.join(EXTRA_METHODS)}")
-        specs["extra"] = extra_spec(c.extra_method, tw1, tw2,
-                                    _number("extra density", c.extra_density, 0.0, 1.0, lo_open=True), lam, c.seed)
+        specs["extra"] = extra_spec(c.extra_method, tw1, tw2, _value("extra_density", c.extra_density), lam,
+                                    _value("seed", c.seed))
     return specs
 
 
@@ -170,12 +135,12 @@ def della_epsilon(density: float) -> float:
 
 def generation_settings(c: Controls, defaults: GenerationDefaults) -> GenerationSettings:
     return GenerationSettings(
-        max_new_tokens=_integer("max new tokens", c.max_new_tokens, 1, defaults.max_new_tokens_cap),
-        temperature=_number("temperature", c.temperature, 0.0, 2.0, lo_open=True),
-        top_p=_number("top-p", c.top_p, 0.0, 1.0, lo_open=True),
-        repetition_penalty=_number("repetition penalty", c.repetition_penalty, 1.0, 2.0),
+        max_new_tokens=_value("max_new_tokens", c.max_new_tokens, cap=defaults.max_new_tokens_cap),
+        temperature=_value("temperature", c.temperature),
+        top_p=_value("top_p", c.top_p),
+        repetition_penalty=_value("repetition_penalty", c.repetition_penalty),
         greedy=bool(c.greedy),
-        seed=_integer("seed", c.seed, 0, 2**31 - 1),
+        seed=_value("seed", c.seed),
         eos_token_ids=(),
         stop_strings=(),
     )

@@ -83,6 +83,25 @@ def target_folder(allowed_root: Path, name: str) -> Path:
     return target
 
 
+def check_quota(allowed_root: Path, max_saves: int) -> None:
+    """Refuse a save once the allowed directory holds ``max_saves`` saved merges (each is a whole checkpoint)."""
+    root = allowed_root.resolve()
+    saved = [d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")] if root.is_dir() else []
+    if len(saved) >= max_saves:
+        raise SaveError(f"this deployment keeps at most {max_saves} saved merges and {root} holds {len(saved)}; "
+                        "the owner can remove some or raise --max-saves")
+
+
+def archive(folder: Path, downloads: Path, keep: int) -> Path:
+    """A zip of a saved folder for download, in ``downloads``; only the newest ``keep`` zips are kept there."""
+    downloads.mkdir(parents=True, exist_ok=True)
+    made = Path(shutil.make_archive(str(downloads / folder.name), "zip", folder))
+    zips = sorted(downloads.glob("*.zip"), key=lambda z: z.stat().st_mtime, reverse=True)
+    for old in zips[keep:]:
+        old.unlink(missing_ok=True)
+    return made
+
+
 def save_variant(model_set, variant: str, allowed_root: Path, name: str, recipe_yaml: str,
                  scores: dict | None = None, label: str | None = None) -> Path:
     """Write bank variant ``variant`` (a materialised merge) as a checkpoint folder; ``label``: the column's name
@@ -111,10 +130,24 @@ def save_variant(model_set, variant: str, allowed_root: Path, name: str, recipe_
     return target
 
 
+def base_model_id(preset) -> str | None:
+    """The base's Hub id for the model card: the preset's ``base_model``, or the base itself when it is one."""
+    if preset.base_model:
+        return preset.base_model
+    base = preset.base
+    if ":" not in base and re.fullmatch(r"[\w.-]+/[\w.-]+", base) and not Path(base).exists():
+        return base
+    return None
+
+
 def card(model_set, variant: str, recipe_yaml: str, scores: dict | None) -> str:
     p = model_set.preset
-    lines = [
-        "---", "library_name: transformers", "tags: [merge, mergekit, harman]", "---", "",
+    base_model = base_model_id(p)
+    lines = ["---", "library_name: transformers"]
+    if base_model:
+        lines.append(f"base_model: {base_model}")
+    lines += [
+        "tags: [merge, mergekit, harman]", "---", "",
         f"# {variant} merge of {p.model1} and {p.model2}", "",
         f"Made with harman from base `{p.base}`. The recipe below reproduces these weights "
         "with `mergekit-yaml`.", "", "```yaml", recipe_yaml.rstrip(), "```", "",

@@ -13,10 +13,15 @@ from collections.abc import Mapping, Sequence
 import torch
 
 
+class Cancelled(Exception):
+    """A score, sweep or greedy soup was stopped between two of its steps."""
+
+
 def answer_nll(
-    model, tokenizer, prompts: Sequence[str], answers: Sequence[str], batch_size: int = 8
+    model, tokenizer, prompts: Sequence[str], answers: Sequence[str], batch_size: int = 8, cancel=None
 ) -> list[tuple[float, int]]:
-    """(sum of negative log-likelihood in nats, number of tokens) of each answer given its prompt."""
+    """(sum of negative log-likelihood in nats, number of tokens) of each answer given its prompt; a set
+    ``cancel`` event raises Cancelled before the next batch."""
     if len(prompts) != len(answers):
         raise ValueError(f"answer_nll: {len(prompts)} prompts but {len(answers)} answers; pass one answer per prompt")
     if batch_size < 1:
@@ -30,6 +35,8 @@ def answer_nll(
     try:
         results: list[tuple[float, int]] = [(0.0, 0)] * len(rows)
         for start in range(0, len(order), batch_size):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled()
             batch = order[start : start + batch_size]
             for i, result in zip(batch, _batch_nll(model, tokenizer, [rows[i] for i in batch], keeps)):
                 results[i] = result
@@ -38,9 +45,10 @@ def answer_nll(
         model.train(was_training)
 
 
-def perplexity(model, tokenizer, prompts: Sequence[str], answers: Sequence[str], batch_size: int = 8) -> float:
+def perplexity(model, tokenizer, prompts: Sequence[str], answers: Sequence[str], batch_size: int = 8,
+               cancel=None) -> float:
     """exp(total answer NLL / total answer tokens) over all rows."""
-    scored = answer_nll(model, tokenizer, prompts, answers, batch_size)
+    scored = answer_nll(model, tokenizer, prompts, answers, batch_size, cancel)
     total_tokens = sum(count for _, count in scored)
     if total_tokens == 0:
         raise ValueError("perplexity: the answers have no tokens; pass at least one non-empty answer")

@@ -32,14 +32,15 @@ def linspace_points(lo: float, hi: float, n: int, cap: int) -> list[float]:
 def sweep(
     values: Sequence[float],
     apply: Callable[[float], None],
-    evaluate: Callable[[], float],
+    evaluate: Callable[[], float | None],
     cancel: threading.Event | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> SweepResult:
     """apply(value) then evaluate() for each value; progress(done, total) after each point.
 
-    A set cancel event stops the sweep before the next point; the points done so
-    far come back with cancelled=True.
+    A set cancel event stops the sweep before the next point, and an evaluate() that
+    returns None (stopped inside a point) stops it there; the points done so far come
+    back with cancelled=True.
     """
     if not values:
         raise ValueError("sweep: no values to try; pass at least one value")
@@ -48,7 +49,10 @@ def sweep(
         if cancel is not None and cancel.is_set():
             return SweepResult(points, _best(points), cancelled=True)
         apply(value)
-        points.append((value, evaluate()))
+        score = evaluate()
+        if score is None:
+            return SweepResult(points, _best(points), cancelled=True)
+        points.append((value, score))
         if progress is not None:
             progress(len(points), len(values))
     return SweepResult(points, _best(points))

@@ -12,23 +12,17 @@ from typing import Callable
 
 from models.comparison import Comparison
 from models.generation import greedy_settings
-from models.requests import Controls, RequestError, merge_specs
+from models.controls import SWEEPABLE, Controls, controls_at
+from models.requests import RequestError, merge_specs
 from prompts import formats
 from scoring.heldout import HeldoutSet
 from scoring.metrics import score_texts
-from scoring.perplexity import perplexity
+from scoring.perplexity import Cancelled, perplexity
 from scoring import turkish
 from scoring.sweep import SweepResult, greedy_soup, linspace_points, sweep
 
-# What a sweep can vary: (column it re-merges, lowest value, highest value), by the control's name.
-SWEEPABLE = {
-    "soup_w1": ("soup", 0.0, 1.0),  # w2 = 1 - w1
-    "slerp_t": ("slerp", 0.0, 1.0),
-    "ties_density": ("ties", 0.05, 1.0),
-    "ties_lambda": ("ties", 0.0, 2.0),
-    "ties_w1": ("ties", 0.0, 2.0),
-    "extra_density": ("extra", 0.05, 1.0),
-}
+# What a sweep can vary, SWEEPABLE: (column it re-merges, lowest value, highest value) by the control's name,
+# from the page's table of controls (models/controls.py); imported here for the page and the benches.
 
 
 def user_message(row) -> str:
@@ -41,23 +35,29 @@ def prompt_texts(comparison: Comparison, heldout: HeldoutSet) -> list[str]:
             for r in heldout.rows]
 
 
-def heldout_perplexity(comparison: Comparison, held, variant: str, heldout: HeldoutSet, prompts: list[str]) -> float:
-    """Perplexity of the references under one column, as the comparison holds it (``held``)."""
+def heldout_perplexity(comparison: Comparison, held, variant: str, heldout: HeldoutSet, prompts: list[str],
+                       cancel: threading.Event | None = None) -> float:
+    """Perplexity of the references under one column, as the comparison holds it (``held``); raises Cancelled."""
     ms = comparison.model_set
-    return perplexity(comparison.model_for(held, variant), ms.tokenizer, prompts, [r.reference for r in heldout.rows])
+    return perplexity(comparison.model_for(held, variant), ms.tokenizer, prompts, [r.reference for r in heldout.rows],
+                      cancel=cancel)
 
 
 @dataclass
 class ScoreRow:
     variant: str
-    perplexity: float
+    perplexity: float  # NaN when stopped before this column's perplexity
     metrics: dict[str, float]
+    rows: int = 0  # held-out rows its answer metrics cover (fewer than asked when stopped)
 
 
 def score_variants(comparison: Comparison, heldout: HeldoutSet, variants: list[str], controls: Controls,
                    max_new_tokens: int, cancel: threading.Event | None = None,
                    progress: Callable[[float, str], None] | None = None) -> list[ScoreRow]:
-    """Perplexity of the references and, under greedy generation, chrF/BLEU/ROUGE-L (+ EM and F1 for QA)."""
+    """Perplexity of the references and, under greedy generation, chrF/BLEU/ROUGE-L (+ EM and F1 for QA).
+
+    Stopped (``cancel``), it returns what was measured: the perplexities done, and the answer metrics over the
+    rows answered so far (``ScoreRow.rows``)."""
     cancel = cancel or threading.Event()
     specs = merge_specs(controls)
     merged = {v: specs[v] for v in variants if v in specs}
@@ -67,28 +67,34 @@ def score_variants(comparison: Comparison, heldout: HeldoutSet, variants: list[s
     prompts = prompt_texts(comparison, heldout)
     ms = comparison.model_set
     answers: dict[str, list[str]] = {v: [] for v in variants}
+    ppl = {v: float("nan") for v in variants}
+    total = len(variants) + len(heldout.rows)
     with comparison.holding(merged) as held:
-        ppl = {}
-        for i, v in enumerate(variants):
-            if cancel.is_set():
-                return []
-            _report(progress, i / (len(variants) + len(heldout.rows)), f"perplexity: {v}")
-            ppl[v] = heldout_perplexity(comparison, held, v, heldout, prompts)
-        for j, row in enumerate(heldout.rows):
-            if cancel.is_set():
-                return []
-            _report(progress, (len(variants) + j) / (len(variants) + len(heldout.rows)),
-                    f"greedy answers: row {j + 1}/{len(heldout.rows)}")
-            prompt = formats.build(ms.preset.prompt_format, user_message(row), ms.tokenizer, ms.max_context,
-                                   max_new_tokens, ms.preset.system)
-            settings = greedy_settings(prompt, max_new_tokens)
-            results = comparison.generate(held, variants, prompt.ids, settings, stop_event=cancel)
-            for v in variants:
-                answers[v].append(results[v].text.strip())
-    refs = [r.reference for r in heldout.rows]
-    questions = [user_message(row) for row in heldout.rows]
+        try:
+            for i, v in enumerate(variants):
+                _report(progress, i / total, f"perplexity: {v}")
+                ppl[v] = heldout_perplexity(comparison, held, v, heldout, prompts, cancel)
+            for j, row in enumerate(heldout.rows):
+                if cancel.is_set():
+                    break
+                _report(progress, (len(variants) + j) / total, f"greedy answers: row {j + 1}/{len(heldout.rows)}")
+                prompt = formats.build(ms.preset.prompt_format, user_message(row), ms.tokenizer, ms.max_context,
+                                       max_new_tokens, ms.preset.system)
+                results = comparison.generate(held, variants, prompt.ids, greedy_settings(prompt, max_new_tokens),
+                                              stop_event=cancel)
+                if any(r.finish_reason == "stopped" for r in results.values()):
+                    break  # a row cut short by Stop is not scored
+                for v in variants:
+                    answers[v].append(results[v].text.strip())
+        except Cancelled:
+            pass
+    answered = len(answers[variants[0]])
+    rows = heldout.rows[:answered]
+    refs = [r.reference for r in rows]
+    questions = [user_message(row) for row in rows]
     return [ScoreRow(v, ppl[v], {**score_texts(answers[v], refs, qa=heldout.format == "qa"),
-                                 **turkish_figures(answers[v], questions)}) for v in variants]
+                                 **turkish_figures(answers[v], questions)} if answered else {}, answered)
+            for v in variants]
 
 
 def turkish_figures(answers: list[str], questions: list[str]) -> dict[str, float]:
@@ -97,14 +103,6 @@ def turkish_figures(answers: list[str], questions: list[str]) -> dict[str, float
     figures = turkish.pooled([turkish.check(a, q) for a, q in zip(answers, questions)])
     return {"turkish_words": float("nan") if figures.word_share is None else figures.word_share,
             "repeated_3grams": figures.repeated_share}
-
-
-def controls_at(controls: Controls, parameter: str, value: float) -> Controls:
-    if parameter == "soup_w1":
-        return replace(controls, soup_w1=value, soup_w2=1.0 - value)
-    if parameter == "ties_density":
-        return replace(controls, ties_density=value, ties_density1=value, ties_density2=value)
-    return replace(controls, **{parameter: value})
 
 
 # The sweep's second curve: the Turkish check of greedy answers to the first rows of the held-out set.
@@ -155,7 +153,12 @@ def sweep_parameter(comparison: Comparison, heldout: HeldoutSet, controls: Contr
     prompts = prompt_texts(comparison, heldout)
     figures: list[tuple[float, float, float]] = []
     with comparison.holding({}) as parents:
-        references = {v: heldout_perplexity(comparison, parents, v, heldout, prompts) for v in ("model1", "model2")}
+        try:
+            references = {v: heldout_perplexity(comparison, parents, v, heldout, prompts, cancel)
+                          for v in ("model1", "model2")}
+        except Cancelled:  # stopped before the first point
+            return SweepOutcome(parameter, SweepResult([], None, cancelled=True),
+                                {"model1": float("nan"), "model2": float("nan")})
         parent_turkish = {v: answers_turkish(comparison, parents, v, heldout, cancel)
                           for v in ("model1", "model2")} if turkish else {}
     current: dict = {}
@@ -164,31 +167,42 @@ def sweep_parameter(comparison: Comparison, heldout: HeldoutSet, controls: Contr
         current["value"] = value
         current["spec"] = merge_specs(controls_at(controls, parameter, value))[variant]
 
-    def evaluate() -> float:
+    def evaluate() -> float | None:
         with comparison.holding({variant: current["spec"]}) as held:
-            score = heldout_perplexity(comparison, held, variant, heldout, prompts)
-            if turkish:
-                figures.append((current["value"], *answers_turkish(comparison, held, variant, heldout, cancel)))
+            try:
+                score = heldout_perplexity(comparison, held, variant, heldout, prompts, cancel)
+                if turkish:
+                    figures.append((current["value"], *answers_turkish(comparison, held, variant, heldout, cancel)))
+            except Cancelled:
+                return None
+            if cancel is not None and cancel.is_set():
+                return None  # the Turkish answers were cut short: this point is not measured
             return score
 
     def step(done: int, total: int) -> None:
         _report(progress, done / total, f"{parameter}: point {done}/{total}")
 
     result = sweep(values, apply, evaluate, cancel=cancel, progress=step)
+    figures[:] = figures[:len(result.points)]
     return SweepOutcome(parameter, result, references, figures, parent_turkish)
 
 
-def greedy_soup_of(comparison: Comparison, heldout: HeldoutSet, controls: Controls):
-    """Wortsman et al.'s greedy soup over Model 1 and Model 2, scored by held-out perplexity on the soup column."""
+def greedy_soup_of(comparison: Comparison, heldout: HeldoutSet, controls: Controls,
+                   cancel: threading.Event | None = None):
+    """Wortsman et al.'s greedy soup over Model 1 and Model 2, scored by held-out perplexity on the soup column;
+    None when stopped."""
     prompts = prompt_texts(comparison, heldout)
 
     def score_of(weights) -> float:
         w1, w2 = weights.get("model1", 0.0), weights.get("model2", 0.0)
         spec = merge_specs(replace(controls, soup_w1=w1, soup_w2=w2))["soup"]
         with comparison.holding({"soup": spec}) as held:
-            return heldout_perplexity(comparison, held, "soup", heldout, prompts)
+            return heldout_perplexity(comparison, held, "soup", heldout, prompts, cancel)
 
-    return greedy_soup(["model1", "model2"], score_of)
+    try:
+        return greedy_soup(["model1", "model2"], score_of)
+    except Cancelled:
+        return None
 
 
 def _report(progress, fraction: float, what: str) -> None:

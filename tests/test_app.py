@@ -43,10 +43,10 @@ def served(tmp_path_factory):
                              "model2": str(dirs["model2"]), "prompt_format": "plain_qa", "device": "cpu",
                              "generation": {"max_new_tokens": 12, "max_new_tokens_cap": 64}}, "test")
     comparison = Comparison(model_set.load(preset))
-    page, i18n = app.build_page(comparison, ["Türkiye'nin başkenti neresidir?"])
+    page, options = app.build_page(comparison, ["Türkiye'nin başkenti neresidir?"])
     page.queue(max_size=16, default_concurrency_limit=4)
-    _, url, _ = page.launch(prevent_thread_lock=True, i18n=i18n, quiet=True, show_error=True)
-    client = Client(url, verbose=False)
+    _, url, _ = page.launch(prevent_thread_lock=True, quiet=True, show_error=True, **options)
+    client = Client(url, verbose=False, headers={"Accept-Language": "tr-TR,tr;q=0.9"})
     yield client, comparison
     client.close()
     page.close()
@@ -220,10 +220,10 @@ def measured(tmp_path_factory):
                              "model2": str(dirs["model2"]), "prompt_format": "plain_qa", "device": "cpu",
                              "generation": {"max_new_tokens": 6, "max_new_tokens_cap": 64}}, "test")
     limits = app.Limits(heldout=(str(heldout),), max_rows=10, max_sweep_points=7, save_dir=str(root / "saved"))
-    page, i18n = app.build_page(Comparison(model_set.load(preset)), [], limits)
+    page, options = app.build_page(Comparison(model_set.load(preset)), [], limits)
     page.queue()
-    _, url, _ = page.launch(prevent_thread_lock=True, i18n=i18n, quiet=True, show_error=True)
-    client = Client(url, verbose=False)
+    _, url, _ = page.launch(prevent_thread_lock=True, quiet=True, show_error=True, **options)
+    client = Client(url, verbose=False, headers={"Accept-Language": "tr-TR,tr;q=0.9"})
     yield client, str(heldout), root
     client.close()
     page.close()
@@ -232,7 +232,7 @@ def measured(tmp_path_factory):
 def test_score_sweep_export_and_save_endpoints(measured):
     client, heldout, root = measured
     controls = list({**DEFAULTS, "max_new_tokens": 6}.values())
-    table, _ = client.predict(heldout, 3, *controls, api_name="/score")
+    table, _, _ = client.predict(heldout, 3, *controls, api_name="/score")
     assert [r[0] for r in table["data"]] == ["model1", "model2", "soup", "slerp", "ties"]
     assert "exact_match" in table["headers"] and "perplexity" in table["headers"]
     curve, note, *_, turkish_curve = client.predict(heldout, 3, "slerp_t", 3, True, *controls, api_name="/sweep")
@@ -240,9 +240,9 @@ def test_score_sweep_export_and_save_endpoints(measured):
     assert [r[0] for r in sweep_rows] == [0.0, 0.5, 1.0]
     best = min(sweep_rows, key=lambda r: r[1])
     assert f"**{best[0]:.3f}**" in note
-    words = [r for r in turkish_curve["data"] if r[2] == "Türkçe sözcük / Turkish words"]
+    words = [r for r in turkish_curve["data"] if r[2] == "Türkçe sözcük payı"]
     assert [r[0] for r in words] == [0.0, 0.5, 1.0]  # the Turkish check as the sweep's second curve
-    marker = [r for r in curve["data"] if r[2].startswith("en iyi")]
+    marker = [r for r in curve["data"] if r[2].startswith("en iyi")]  # the Turkish page's words
     assert {r[0] for r in marker} == {best[0]} and len(marker) == 2  # a vertical line at the best point
     recipe = client.predict("ties", *controls, api_name="/export_mergekit")
     assert "merge_method: ties" in recipe and "density: 0.5" in recipe

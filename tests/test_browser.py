@@ -1,8 +1,10 @@
 """The page in a real browser: Debian's Chromium, headless, driven by Playwright, on the offline default models.
 
-Type a Turkish question, press Enter, wait for all five columns; release the SLERP slider at a new value and see
-that only the SLERP column is redone; open the copied link and see the same settings. Screenshots are kept in
-artifacts/ (and the first one is the README's picture when refreshed by hand).
+In Turkish and in English: the question, the main sliders and the answer columns inside a 1440x900 window,
+every visible string in the page's language; type a Turkish question, press Enter, wait for all five columns;
+type a new SLERP t and press Enter and see that only the SLERP column is redone; open the copied link and see the
+same settings; stop a sweep and keep its points; score, sweep and save on an English page. Screenshots are kept
+in artifacts/ (browser-tr.png is the README's picture when refreshed by hand).
 """
 
 import os
@@ -10,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -37,7 +40,8 @@ def server():
     port = free_port()
     ARTIFACTS.mkdir(exist_ok=True)
     log = open(ARTIFACTS / "browser-app.log", "w")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HARMAN_GEN_MAX_NEW_TOKENS": "24"}
+    saved = tempfile.mkdtemp(prefix="harman-browser-saves-")  # a saved merge is a whole checkpoint
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HARMAN_GEN_MAX_NEW_TOKENS": "24", "HARMAN_SAVE_DIR": saved}
     proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, stdout=log,
                             stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}/"
@@ -57,6 +61,7 @@ def server():
     proc.terminate()
     proc.wait(timeout=30)
     log.close()
+    shutil.rmtree(saved, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -88,21 +93,76 @@ def wait_until(predicate, timeout=180, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def set_slider(page, elem_id: str, value: float):
-    """Type into the slider's number box and leave it: the page sees the value change and the release."""
+def set_slider(page, elem_id: str, value: float, leave: bool = True):
+    """Type into the slider's number box and press Enter (and, with ``leave``, leave the box)."""
     box = page.locator(f"#{elem_id} input[type=number]")
     box.fill(str(value))
     box.press("Enter")
-    box.blur()
+    if leave:
+        box.blur()
 
 
-def test_question_sliders_and_shared_link(server, browser):
+def foreign_fragments(lang: str) -> list[str]:
+    """Pieces of the other language's page text that never occur in this language's: none may be on the page."""
+    from models import presets
+    from page.text import TEXT
+
+    other = "en" if lang == "tr" else "tr"
+    preset = presets.load("default", environ={})
+    own_extra = [preset.title_en, preset.model1_label_en, preset.model2_label_en] if lang == "en" else [
+        preset.title, preset.model1_label, preset.model2_label]
+    other_extra = [preset.title, preset.model1_label, preset.model2_label] if lang == "en" else [
+        preset.title_en, preset.model1_label_en, preset.model2_label_en]
+    own = " ".join([*TEXT[lang].values(), *own_extra])
+    pieces = []
+    for value in [*TEXT[other].values(), *other_extra]:
+        for piece in value.replace("}", "{").split("{")[::2]:
+            piece = piece.strip(" ·:%()/.,;-–—⚠️⏳`*")
+            if len(piece) >= 5 and piece not in own:
+                pieces.append(piece)
+    return pieces
+
+
+def assert_in_language(page, lang: str):
+    text = page.locator("body").inner_text()
+    found = [piece for piece in foreign_fragments(lang) if piece in text]
+    assert not found, f"the {lang} page shows the other language's text: {found}"
+
+
+def assert_answers_first(page):
+    """The question, the main sliders and the top of every answer column are inside the window."""
+    height = page.viewport_size["height"]
+    for selector in ["#question", "#slerp_t", *[f"#answer-{c}" for c in COLUMNS]]:
+        box = page.locator(selector).bounding_box()
+        assert box is not None and box["y"] + 40 < height, (selector, box, height)
+
+
+def ask(page, question: str, done_word: str):
+    page.locator("#question textarea").fill(question)
+    page.locator("#question textarea").press("Enter")
+    wait_until(lambda: all(done_word in f for f in footers(page).values()), what="all five columns to finish")
+
+
+@pytest.mark.parametrize("lang, locale, done", [("tr", "tr-TR", "bitti"), ("en", "en-US", "done")])
+def test_the_page_in_each_language_answers_first(server, browser, lang, locale, done):
+    context = browser.new_context(locale=locale, viewport={"width": 1440, "height": 900})
+    page = context.new_page()
+    page.goto(server)
+    page.locator("#question textarea").wait_for()
+    assert_answers_first(page)
+    ask(page, QUESTION, done)
+    assert all(answers(page).values()), answers(page)
+    assert_answers_first(page)
+    assert_in_language(page, lang)
+    page.screenshot(path=str(ARTIFACTS / f"browser-{lang}.png"))  # the window, as a visitor sees it
+    context.close()
+
+
+def test_question_typed_slider_and_shared_link(server, browser):
     context = browser.new_context(locale="tr-TR", viewport={"width": 1600, "height": 1100})
     page = context.new_page()
     page.goto(server)
-    page.locator("#question textarea").fill(QUESTION)
-    page.locator("#question textarea").press("Enter")
-    wait_until(lambda: all("bitti" in f for f in footers(page).values()), what="all five columns to finish")
+    ask(page, QUESTION, "bitti")
     first = answers(page)
     assert all(first.values()), first
     # One request: Soup and SLERP merge-free (coefficients over the parents), TIES merged once.
@@ -111,9 +171,9 @@ def test_question_sliders_and_shared_link(server, browser):
     assert " ms" in footers(page)["ties"] and "yok" not in footers(page)["ties"], footers(page)["ties"]
     page.screenshot(path=str(ARTIFACTS / "browser-compare.png"), full_page=True)
 
-    set_slider(page, "slerp_t", 1)
+    set_slider(page, "slerp_t", 1, leave=False)  # typed and Enter, as a visitor does: no drag, no blur
     wait_until(lambda: "t = 1.00" in page.locator("#title-slerp").inner_text()
-               and "bitti" in footers(page)["slerp"] and "birleştirme" in footers(page)["slerp"],
+               and "bitti" in footers(page)["slerp"] and "önbellekten" not in footers(page)["slerp"],
                what="the SLERP column to be redone")
     second, feet = answers(page), footers(page)
     for column in ("model1", "model2", "soup", "ties"):
@@ -137,27 +197,55 @@ def test_question_sliders_and_shared_link(server, browser):
     context.close()
 
 
-def test_sweep_plots_a_curve_and_applies_its_best_point(server, browser):
+def open_measures(page, label: str, rows: int):
+    page.locator("#keep").get_by_text(label).first.click()
+    set_slider(page, "rows", rows)  # a small held-out slice: each point is a re-merge plus a perplexity pass
+
+
+def test_stop_during_a_sweep_keeps_the_points_measured_and_applies_the_best(server, browser):
     context = browser.new_context(locale="tr-TR", viewport={"width": 1600, "height": 1400})
     page = context.new_page()
     page.goto(server)
-    page.locator("#keep").get_by_text("Ölç ve sakla").first.click()
-    set_slider(page, "rows", 4)  # a small held-out slice: each point is a re-merge plus a perplexity pass
+    open_measures(page, "Ölç ve sakla", 4)
     page.get_by_role("tab", name="Tarama").click()
     points = page.locator("#sweep_points input")
-    points.fill("3")
+    points.fill("11")
     points.press("Enter")
     page.locator("#run_sweep").click()
-    wait_until(lambda: "En iyi" in page.locator("#sweep_best").inner_text(), 300, "the sweep's best point")
+    wait_until(lambda: "point 3/11" in page.locator("body").inner_text(), 300, "three sweep points")
+    page.locator("#stop").click()
+    wait_until(lambda: "durduruldu" in page.locator("#sweep_best").inner_text(), 60, "the stopped sweep's note")
     note = page.locator("#sweep_best").inner_text()
+    measured = int(note.split("ölçülen ")[1].split()[0])
+    assert 3 <= measured < 11, note
     best = float(note.split("slerp_t = ")[1].split()[0])
-    assert best in (0.0, 0.5, 1.0), note  # one of the 3 points
-    # The curve: the swept points, Model 1 and Model 2 as reference lines and the best point, drawn by Vega.
+    assert best in [round(i / 10, 1) for i in range(measured)], note
     wait_until(lambda: page.locator("#sweep_plot canvas, #sweep_plot svg").count() > 0, 30, "the sweep plot")
     page.locator("#sweep_plot").scroll_into_view_if_needed()
     page.screenshot(path=str(ARTIFACTS / "browser-sweep.png"), full_page=True)
-
     page.locator("#apply_best").click()
     wait_until(lambda: float(page.locator("#slerp_t input[type=number]").input_value()) == best, 30,
                "the SLERP slider at the best point")
+    context.close()
+
+
+def test_a_score_a_sweep_and_a_save_speak_english_on_an_english_page(server, browser, tmp_path):
+    context = browser.new_context(locale="en-US", viewport={"width": 1600, "height": 1400})
+    page = context.new_page()
+    page.goto(server)
+    open_measures(page, "Measure and keep", 2)
+    page.locator("#score").click()
+    wait_until(lambda: "perplexity" in page.locator("#score_table").inner_text(), 300, "the score table")
+    page.get_by_role("tab", name="Sweep").click()
+    page.locator("#sweep_points input").fill("2")
+    page.locator("#sweep_points input").press("Enter")
+    page.locator("#run_sweep").click()
+    wait_until(lambda: "Best slerp_t" in page.locator("#sweep_best").inner_text(), 300, "the sweep's best point")
+    page.get_by_role("tab", name="Diagnostics").click()
+    page.get_by_role("tab", name="Export").click()
+    page.locator("#save_name textarea, #save_name input").first.fill(f"english-{os.getpid()}")
+    page.locator("#save").click()
+    wait_until(lambda: "Saved:" in page.locator("#save_status").inner_text(), 300, "the save status")
+    assert_in_language(page, "en")
+    page.screenshot(path=str(ARTIFACTS / "browser-en-keep.png"), full_page=True)
     context.close()

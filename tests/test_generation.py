@@ -203,3 +203,21 @@ def test_bad_requests_say_what_to_change():
         generate(bank, ["soup", "soup"], PROMPT, GREEDY, {})
     with pytest.raises(ValueError, match=r"temperature=0 .*top_p=1.5"):
         GenerationSettings(temperature=0, top_p=1.5)
+
+
+@pytest.mark.parametrize("text", ["Türkiye'nin başkenti Ankara'dır. Işık, çay, göz 🌍 ılık.", "  iki  boşluk\nyeni satır"])
+def test_the_streamed_text_is_the_whole_answer_decoded_at_every_token(text):
+    """The streamer decodes only the new tokens, yet shows what decoding the whole answer shows."""
+    from queue import Queue
+
+    from models.generation import QueueStreamer
+    from tests import tiny_models
+
+    tok = tiny_models.tokenizer()
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    events = Queue()
+    streamer = QueueStreamer("soup", events, tok)
+    for i, token in enumerate(ids, start=1):
+        streamer.put([token])
+        _, _, shown, n = events.get_nowait()
+        assert n == i and shown == tok.decode(ids[:i], skip_special_tokens=True).rstrip("\ufffd")

@@ -9,7 +9,7 @@ from models import model_set, presets, saving
 from models.comparison import Comparison
 from models.generation import GenerationSettings, generate
 from models.requests import Controls, RequestError, merge_specs
-import app
+from page import views
 from scoring import turkish
 from scoring import variants as scoring
 from scoring.heldout import load_heldout
@@ -144,11 +144,13 @@ def test_a_finished_columns_footer_carries_the_turkish_check():
     from models.comparison import Column
 
     looped = "gök cisimlerinden biri olan gök cisimlerinden biri olan gök cisimlerinden biri"
-    footer = app.column_footer(Column("soup", text=looped, n_tokens=12, seconds=1.0, done=True),
-                               question="En büyük gök cismi hangisidir?")
+    done = Column("soup", text=looped, n_tokens=12, seconds=1.0, done=True)
+    footer = views.column_footer(done, "En büyük gök cismi hangisidir?", "tr")
     assert "Türkçe sözcük %100" in footer and "tekrar %" in footer
     assert int(footer.split("tekrar %")[1].split()[0]) == round(100 * turkish.repeated_trigram_share(looped))
-    streaming = app.column_footer(Column("soup", text="Bazılım", n_tokens=1, seconds=1.0))
+    english = views.column_footer(done, "En büyük gök cismi hangisidir?", "en")
+    assert "Turkish words 100%" in english and "repeated" in english and "Türkçe" not in english
+    streaming = views.column_footer(Column("soup", text="Bazılım", n_tokens=1, seconds=1.0), "", "tr")
     assert "Türkçe" not in streaming  # judged once the answer is finished
 
 

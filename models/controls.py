@@ -1,0 +1,134 @@
+"""The page's controls, in one table: the sliders, the compare endpoint's inputs, ``Controls``, the ranges the server
+checks, the keys of a shared link, the sweepable parameters and apply-best all follow from it. A new control is
+one row here (and, if it feeds a merge, a line where models/requests.py builds that merge's spec).
+
+No Gradio here: app.py builds the components from the rows, the server validates with them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Control:
+    name: str  # the Controls field and the API parameter
+    kind: str  # "text" | "slider" | "number" | "checkbox" | "dropdown"
+    default: object
+    label: str  # key of the page text (page/text.py)
+    link: str  # query key of a shared link
+    group: str  # where the page shows it: "question" | "main" | "advanced" | "generation"
+    check: str = ""  # the control's name in error messages (English, as the API is)
+    lo: float | None = None  # slider range; the server accepts [lo, hi], or (lo, hi] with lo_open
+    hi: float | None = None  # None with a generation control: the preset's cap
+    step: float | None = None
+    lo_open: bool = False
+    valid_lo: float | None = None  # the server's lower bound when it is below the slider's (TIES density: (0, 1])
+    merge: str | None = None  # the merged column it feeds; None: the question or generation
+    sweep: bool = False  # a sweep may vary it over [lo, hi]
+    sets: tuple[tuple[str, str], ...] = ()  # moving it also sets: (control, "same" | "complement")
+    whole: bool = False  # a whole number
+    optional: bool = False  # None means "follow another control" (a per-model TIES density)
+    preset: bool = False  # its default comes from the preset's generation defaults
+
+    def bounds(self, cap: float | None = None) -> tuple[float, float]:
+        lo = self.lo if self.valid_lo is None else self.valid_lo
+        return lo, cap if self.hi is None else self.hi
+
+
+CONTROLS: tuple[Control, ...] = (
+    Control("question", "text", "", "question", "q", "question"),
+    Control("soup_w1", "slider", 0.5, "soup_w1", "w1", "main", "soup w1", 0, 1, 0.05, merge="soup", sweep=True,
+            sets=(("soup_w2", "complement"),)),
+    Control("soup_w2", "slider", 0.5, "soup_w2", "w2", "main", "soup w2", 0, 1, 0.05, merge="soup"),
+    Control("slerp_t", "slider", 0.5, "slerp_t", "t", "main", "SLERP t", 0, 1, 0.05, merge="slerp", sweep=True),
+    Control("ties_density", "slider", 0.5, "ties_density", "density", "main", "TIES density", 0.05, 1, 0.05,
+            lo_open=True, valid_lo=0, merge="ties", sweep=True,
+            sets=(("ties_density1", "same"), ("ties_density2", "same"))),
+    Control("ties_w1", "slider", 1.0, "ties_w1", "tw1", "advanced", "TIES weight (Model 1)", 0, 2, 0.05, merge="ties",
+            sweep=True),
+    Control("ties_w2", "slider", 1.0, "ties_w2", "tw2", "advanced", "TIES weight (Model 2)", 0, 2, 0.05, merge="ties"),
+    Control("ties_density1", "slider", None, "ties_d1", "td1", "advanced", "TIES density (Model 1)", 0.05, 1, 0.05,
+            lo_open=True, valid_lo=0, merge="ties", optional=True),
+    Control("ties_density2", "slider", None, "ties_d2", "td2", "advanced", "TIES density (Model 2)", 0.05, 1, 0.05,
+            lo_open=True, valid_lo=0, merge="ties", optional=True),
+    Control("ties_lambda", "slider", 1.0, "lambda", "lambda", "advanced", "lambda", 0, 2, 0.05, merge="ties",
+            sweep=True),
+    Control("slerp_attn_schedule", "text", "", "attn_schedule", "attn", "advanced", "SLERP attention schedule",
+            merge="slerp"),
+    Control("slerp_mlp_schedule", "text", "", "mlp_schedule", "mlp", "advanced", "SLERP MLP schedule",
+            merge="slerp"),
+    Control("extra_method", "dropdown", "", "extra_method", "extra", "advanced", "extra method", merge="extra"),
+    Control("extra_density", "slider", 0.5, "extra_density", "extra_density", "advanced", "extra density", 0.05, 1,
+            0.05, lo_open=True, valid_lo=0, merge="extra", sweep=True),
+    Control("max_new_tokens", "slider", 64, "max_new_tokens", "max_new_tokens", "generation", "max new tokens", 1,
+            None, 1, whole=True, preset=True),
+    Control("temperature", "slider", 0.7, "temperature", "temperature", "generation", "temperature", 0.05, 2, 0.05,
+            lo_open=True, valid_lo=0, preset=True),
+    Control("top_p", "slider", 0.9, "top_p", "top_p", "generation", "top-p", 0.05, 1, 0.05, lo_open=True,
+            valid_lo=0, preset=True),
+    Control("repetition_penalty", "slider", 1.1, "repetition_penalty", "repetition_penalty", "generation",
+            "repetition penalty", 1, 2, 0.05, preset=True),
+    Control("greedy", "checkbox", True, "greedy", "greedy", "generation", preset=True),
+    Control("seed", "number", 0, "seed", "seed", "generation", "seed", 0, 2**31 - 1, 1, whole=True, preset=True),
+)
+
+
+def _annotation(c: Control) -> type:
+    kind = {"text": str, "dropdown": str, "checkbox": bool}.get(c.kind, int if c.whole else float)
+    return kind | None if c.optional else kind
+
+
+def derive(rows: tuple[Control, ...]) -> dict:
+    """Everything that follows from the table: by name, the link keys, the sweepable controls, and Controls,
+    the dataclass of one request's values (its fields and defaults are the rows')."""
+    controls = dataclasses.make_dataclass(
+        "Controls", [("question", str)] + [(c.name, _annotation(c), dataclasses.field(default=c.default))
+                                           for c in rows[1:]], frozen=True)
+    controls.__module__ = __name__  # for pickling and reprs: it is defined here
+    controls.__doc__ = "Every control of the page, as the API receives them (models/controls.py: CONTROLS)."
+    return {"BY_NAME": {c.name: c for c in rows}, "LINK_KEYS": tuple(c.link for c in rows),
+            "SWEEPABLE": {c.name: (c.merge, c.lo, c.hi) for c in rows if c.sweep}, "Controls": controls}
+
+
+_derived = derive(CONTROLS)
+BY_NAME: dict[str, Control] = _derived["BY_NAME"]
+LINK_KEYS: tuple[str, ...] = _derived["LINK_KEYS"]
+SWEEPABLE: dict[str, tuple[str, float, float]] = _derived["SWEEPABLE"]  # name -> (column it re-merges, lo, hi)
+Controls = _derived["Controls"]  # every control's value in one request (models/requests.py validates them)
+
+
+def controls_at(controls, name: str, value: float):
+    """``controls`` with one control moved, and the controls it sets with it (soup w2 = 1 - w1, ...)."""
+    changes = {name: value}
+    for other, how in BY_NAME[name].sets:
+        changes[other] = value if how == "same" else 1.0 - value
+    return dataclasses.replace(controls, **changes)
+
+
+def from_values(values) -> Controls:
+    """Controls from the compare endpoint's inputs, in table order; empty text stays empty."""
+    fields = {}
+    for c, value in zip(CONTROLS, values):
+        fields[c.name] = (value or "") if c.kind in ("text", "dropdown") else value
+    return Controls(**fields)
+
+
+def check_number(c: Control, value, cap: float | None = None) -> float:
+    """A slider or number value as the server accepts it; raises ValueError naming the control and the range."""
+    lo, hi = c.bounds(cap)
+    name = c.check or c.name
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected a number, got {value!r}") from None
+    if not math.isfinite(x):
+        raise ValueError(f"{name}: {value!r} is not a finite number")
+    if x > hi or x < lo or (c.lo_open and x == lo):
+        bracket = "(" if c.lo_open else "["
+        raise ValueError(f"{name}: {x:g} is outside the allowed range {bracket}{lo:g}, {hi:g}]")
+    if c.whole and x != int(x):
+        raise ValueError(f"{name}: expected a whole number, got {value!r}")
+    return int(x) if c.whole else x

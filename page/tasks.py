@@ -1,0 +1,91 @@
+"""Long requests (scores, sweeps, greedy soup) run in a thread while the page's handler keeps yielding, so Stop
+and a closed tab reach them. Stop is per visitor: it sets that visitor's cancel events, the work stops at its
+next check (between rows, batches or sweep points) and releases what it holds, and the handler still shows what
+was measured. A visitor may also have only so many requests running at once."""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+
+class Visitors:
+    """Per visitor (the page session): the cancel events of their running work, and how many requests run."""
+
+    def __init__(self, max_requests: int):
+        self.max_requests = max_requests
+        self._lock = threading.Lock()
+        self._cancels: dict[str, set[threading.Event]] = defaultdict(set)
+        self._running: dict[str, int] = defaultdict(int)
+
+    @contextmanager
+    def request(self, visitor: str) -> Iterator[threading.Event]:
+        """One request of a visitor, with its cancel event; raises TooMany over the visitor's limit."""
+        cancel = threading.Event()
+        with self._lock:
+            if self._running[visitor] >= self.max_requests:
+                raise TooMany(self.max_requests)
+            self._running[visitor] += 1
+            self._cancels[visitor].add(cancel)
+        try:
+            yield cancel
+        finally:
+            with self._lock:
+                self._running[visitor] -= 1
+                self._cancels[visitor].discard(cancel)
+                if not self._running[visitor]:
+                    del self._running[visitor], self._cancels[visitor]
+
+    def stop(self, visitor: str) -> int:
+        """Stop every running request of this visitor; returns how many."""
+        with self._lock:
+            events = list(self._cancels.get(visitor, ()))
+        for event in events:
+            event.set()
+        return len(events)
+
+    def running(self, visitor: str) -> int:
+        with self._lock:
+            return self._running.get(visitor, 0)
+
+
+class TooMany(Exception):
+    def __init__(self, limit: int):
+        super().__init__(f"this visitor already has {limit} requests running; wait for one to finish or stop it")
+        self.limit = limit
+
+
+def background(work: Callable[[Callable[[float, str], None]], object], cancel: threading.Event, idle,
+               progress: Callable[[float, str], None] | None = None, poll: float = 0.25):
+    """Run ``work(report)`` in a thread; yield ``idle`` while it runs; return its result (re-raise its error).
+
+    A closed generator (a closed tab) sets ``cancel`` and waits a moment for the work to let go of what it holds.
+    """
+    state, out = {"fraction": 0.0, "what": ""}, {}
+
+    def report(fraction: float, what: str) -> None:
+        state.update(fraction=fraction, what=what)
+
+    def target():
+        try:
+            out["result"] = work(report)
+        except BaseException as err:  # handed to the request thread below
+            out["error"] = err
+
+    worker = threading.Thread(target=target, daemon=True, name="harman-measure")
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(timeout=poll)
+            if progress is not None:
+                progress(state["fraction"], state["what"])
+            yield idle
+    finally:
+        if worker.is_alive():
+            cancel.set()
+            worker.join(timeout=5)
+    if "error" in out:
+        raise out["error"]
+    return out.get("result")

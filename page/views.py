@@ -1,0 +1,164 @@
+"""What the page shows, as text and rows, in the visitor's language: column titles and footers, the merge
+diagnostics, notes, the sweep's curves and the results of greedy soup and saving. No Gradio here."""
+
+from __future__ import annotations
+
+import math
+
+from page.text import say
+from scoring import turkish
+
+METHOD_NAMES = {"soup": "Soup", "slerp": "SLERP", "ties": "TIES"}
+
+
+def column_title(name: str, model_set, controls, lang: str) -> str:
+    """The column's name and the merge parameters it currently shows, on one line."""
+    p = model_set.preset
+    if name == "model1":
+        return f"**{p.model1_label}**"
+    if name == "model2":
+        return f"**{p.model2_label}**"
+    if name == "soup":
+        total = (controls.soup_w1 + controls.soup_w2) or 1.0
+        return f"**Soup** · w {controls.soup_w1 / total:.2f}/{controls.soup_w2 / total:.2f}"
+    if name == "slerp":
+        schedule = f" · {say(lang, 'title_schedule')}" if (controls.slerp_attn_schedule
+                                                           or controls.slerp_mlp_schedule) else ""
+        return f"**SLERP** · t = {controls.slerp_t:.2f}{schedule}"
+    density = say(lang, "title_density")
+    if name == "ties":
+        d1 = controls.ties_density if controls.ties_density1 is None else controls.ties_density1
+        d2 = controls.ties_density if controls.ties_density2 is None else controls.ties_density2
+        return (f"**TIES** · {density} {d1:.2f}/{d2:.2f} · w {controls.ties_w1:.2f}/{controls.ties_w2:.2f}"
+                f" · λ {controls.ties_lambda:.2f}")
+    return f"**{controls.extra_method or say(lang, 'title_extra')}** · {density} {controls.extra_density:.2f}"
+
+
+def column_footer(column, question: str, lang: str) -> str:
+    """Tokens, speed and merge time under a column, the Turkish check of a finished answer (the share of its own
+    words that are Turkish words, the share of repeated word 3-grams), and the merge's diagnostics in brief."""
+    if column is None:
+        return ""
+    parts = [say(lang, "tokens", n=column.n_tokens), say(lang, "rate", rate=column.tokens_per_second)]
+    if column.reused:
+        parts.append(say(lang, "reused"))
+    elif column.merge_free:
+        parts.append(say(lang, "merge_free"))
+    elif column.merge_ms is not None:
+        parts.append(say(lang, "merge_ms", ms=column.merge_ms) if column.merge_ms else say(lang, "merge_same"))
+    if column.done:
+        parts.append(say(lang, "stopped" if column.finish_reason == "stopped" else "done"))
+        check = turkish.check(column.text, question)
+        if check.word_share is not None:
+            parts.append(say(lang, "turkish_words", share=100 * check.word_share))
+        parts.append(say(lang, "repeated", share=100 * check.repeated_share))
+    brief = brief_diagnostics(column.report, lang)
+    return " · ".join(parts) + (f"\n\n<small>{brief}</small>" if brief else "")
+
+
+def small(x: float) -> str:
+    """A relative distance: a LoRA pair's merges lie within a thousandth of their parents, which 0.000 hid."""
+    return f"{x:.3f}" if x == 0 or x >= 1e-3 else f"{x:.1e}"
+
+
+def brief_diagnostics(report, lang: str) -> str:
+    """One line of the figures that explain a merged column (the Diagnostics tab has them all)."""
+    if report is None:
+        return ""
+    if report.slerp_fallback_share is not None:
+        angles = list((report.slerp_angle_by_layer or {}).values())
+        parts = [say(lang, "brief_fallback", share=100 * report.slerp_fallback_share)]
+        if angles:
+            parts.append(say(lang, "brief_angle", angle=sum(angles) / len(angles)))
+        return ", ".join(parts)
+    if report.kept_fraction is not None:
+        parts = [say(lang, "brief_kept", share=100 * report.kept_fraction)]
+        if report.sign_conflict_fraction is not None:
+            parts.append(say(lang, "brief_conflict", share=100 * report.sign_conflict_fraction))
+        if report.parent_sign_share:
+            a, b = (100 * x for x in report.parent_sign_share[:2])
+            parts.append(say(lang, "brief_agree", a=a, b=b))
+        return " · ".join(parts)
+    if report.distance_to_parents:
+        return say(lang, "brief_distance", d="/".join(small(x) for x in report.distance_to_parents))
+    return ""
+
+
+def diagnostics_markdown(reports: dict, lang: str) -> str:
+    """The merge engine's figures of this visitor's latest answer, one line per merged column."""
+    lines = []
+    for variant, r in reports.items():
+        if r is None:
+            continue
+        how = say(lang, "diag_coefficients") if r.merged == 0 else f"{r.ms:.0f} ms"
+        parts = [f"**{METHOD_NAMES.get(variant, variant)}** ({r.method}, {how})"]
+        if r.slerp_fallback_share is not None:
+            parts.append(say(lang, "diag_fallback", share=100 * r.slerp_fallback_share))
+        if r.kept_fraction is not None:
+            parts.append(say(lang, "diag_kept", share=100 * r.kept_fraction))
+        if r.sign_conflict_fraction is not None:
+            parts.append(say(lang, "diag_conflict", share=100 * r.sign_conflict_fraction))
+        if r.parent_sign_share:
+            a, b = (100 * x for x in r.parent_sign_share[:2])
+            parts.append(say(lang, "diag_agree", a=a, b=b))
+        if r.distance_to_parents:
+            parts.append(say(lang, "diag_distance", d=" / ".join(small(x) for x in r.distance_to_parents)))
+        lines.append(" · ".join(parts))
+    return "\n\n".join(lines) or say(lang, "diag_none")
+
+
+def angle_rows(reports: dict) -> list[dict]:
+    """SLERP's mean angle per layer, for the Diagnostics plot."""
+    by_layer = getattr(reports.get("slerp"), "slerp_angle_by_layer", None) or {}
+    return [{"layer": layer, "angle": angle} for layer, angle in sorted(by_layer.items())]
+
+
+def notes(snapshot, lang: str) -> str:
+    parts = [say(lang, "dropped", n=snapshot.dropped_tokens)] if snapshot.dropped_tokens else []
+    return " ".join(parts + [say(lang, "waiting") for n in snapshot.notes if n == "waiting"])
+
+
+def sweep_rows(outcome, preset, lang: str) -> tuple[list[dict], str, tuple | None]:
+    """The sweep's perplexity curve (the parents as flat lines, the best point as a vertical line), the note
+    under it, and the best point for apply-best (None when stopped before any point)."""
+    parameter = outcome.parameter
+    curve = [{"value": v, "perplexity": p, "series": parameter} for v, p in outcome.result.points]
+    xs = [v for v, _ in outcome.result.points]
+    for name in ("model1", "model2"):
+        label = preset.model1_label if name == "model1" else preset.model2_label
+        curve += [{"value": x, "perplexity": outcome.references[name], "series": label} for x in xs]
+    best = outcome.result.best
+    if best is None:
+        return curve, say(lang, "sweep_stopped"), None
+    # A one-point series would draw nothing: the best point is a vertical line across the plot.
+    scores = [row["perplexity"] for row in curve if math.isfinite(row["perplexity"])]
+    if scores:  # every score NaN (diverged merges and parents alike) leaves nothing to mark
+        marker = say(lang, "sweep_best_marker", value=best[0])
+        curve += [{"value": best[0], "perplexity": y, "series": marker} for y in (min(scores), max(scores))]
+    note = say(lang, "sweep_best", parameter=parameter, value=best[0], score=best[1],
+               m1=outcome.references["model1"], m2=outcome.references["model2"])
+    if outcome.result.cancelled:
+        note += say(lang, "sweep_partial", n=len(outcome.result.points))
+    return curve, note, (parameter, best[0])
+
+
+def turkish_rows(outcome, preset, lang: str) -> list[dict]:
+    """The sweep's second curve: the swept column's Turkish-word and repeated 3-gram shares per point, and the
+    parents' Turkish-word shares as flat lines."""
+    rows = []
+    for value, words, repeated in outcome.turkish:
+        rows += [{"value": value, "share": words, "series": say(lang, "series_words")},
+                 {"value": value, "share": repeated, "series": say(lang, "series_repeated")}]
+    xs = [value for value, _, _ in outcome.turkish]
+    for name, (words, _) in outcome.turkish_references.items():
+        label = preset.model1_label if name == "model1" else preset.model2_label
+        rows += [{"value": x, "share": words, "series": say(lang, "series_parent_words", label=label)} for x in xs]
+    return rows
+
+
+def greedy_soup_text(result, lang: str) -> str:
+    if result is None:
+        return say(lang, "greedy_soup_stopped")
+    alone = ", ".join(f"{k} {v:.3f}" for k, v in result.individual_scores.items())
+    return say(lang, "greedy_soup_result", ingredients=" + ".join(result.ingredients), score=result.score,
+               alone=alone)

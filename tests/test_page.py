@@ -1,0 +1,120 @@
+"""The page without a browser: its text in both languages, the controls table everything follows from, shared
+links, and the per-visitor Stop and request limit."""
+
+import string
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from models import controls as table
+from models.controls import CONTROLS, Control
+from page import links, tasks
+from page.text import TEXT, language, say
+
+
+def fields(text: str) -> set[str]:
+    return {name for _, name, _, _ in string.Formatter().parse(text) if name}
+
+
+def test_both_languages_have_every_entry_with_the_same_blanks():
+    assert set(TEXT["tr"]) == set(TEXT["en"])
+    for key in TEXT["tr"]:
+        assert fields(TEXT["tr"][key]) == fields(TEXT["en"][key]), key
+    assert set(c.label for c in CONTROLS) <= set(TEXT["tr"])  # every control has a label in both
+
+
+@pytest.mark.parametrize("header, lang", [("tr-TR,tr;q=0.9,en;q=0.8", "tr"), ("en-US,en;q=0.9", "en"),
+                                          ("de-DE,tr;q=0.5", "tr"), ("", "en"), (None, "en")])
+def test_the_visitors_language_comes_from_the_request(header, lang):
+    request = SimpleNamespace(headers={} if header is None else {"accept-language": header})
+    assert language(request) == lang
+    assert say(lang, "done") == {"tr": "bitti", "en": "done"}[lang]
+
+
+def test_a_shared_link_sets_the_controls_it_names_and_keeps_the_rest():
+    defaults = {c.name: c.default for c in CONTROLS}
+    keep = object()
+    values = links.values_from_query({"q": "Çay?", "t": "0.8", "greedy": "false", "w1": "abc"}, defaults, keep)
+    by_name = dict(zip((c.name for c in CONTROLS), values))
+    assert by_name["question"] == "Çay?" and by_name["slerp_t"] == 0.8 and by_name["greedy"] is False
+    assert by_name["soup_w1"] == 0.5  # a number that does not parse: the default
+    assert by_name["ties_density"] is keep
+
+
+def test_one_visitors_stop_stops_only_their_requests():
+    visitors = tasks.Visitors(max_requests=2)
+    with visitors.request("a") as a, visitors.request("b") as b:
+        assert visitors.stop("a") == 1
+        assert a.is_set() and not b.is_set()
+    assert visitors.running("a") == visitors.running("b") == 0
+
+
+def test_a_visitor_over_the_request_limit_is_refused():
+    visitors = tasks.Visitors(max_requests=1)
+    with visitors.request("a"):
+        with pytest.raises(tasks.TooMany, match="already has 1 requests running"):
+            with visitors.request("a"):
+                pass
+        with visitors.request("b"):  # another visitor is not affected
+            pass
+
+
+def test_background_work_keeps_the_handler_yielding_and_a_closed_handler_cancels_it():
+    cancel = threading.Event()
+
+    def work(report):
+        while not cancel.is_set():
+            report(0.5, "working")
+            time.sleep(0.01)
+        return "stopped"
+
+    seen = []
+    runner = tasks.background(work, cancel, "idle", lambda f, what: seen.append(what), poll=0.01)
+    assert next(runner) == "idle"
+    runner.close()  # the visitor closed the tab
+    assert cancel.is_set() and "working" in seen
+
+    done = tasks.background(lambda report: 42, threading.Event(), "idle", poll=0.01)
+    with pytest.raises(StopIteration) as finished:
+        while True:
+            next(done)
+    assert finished.value.value == 42
+
+
+def test_a_new_control_row_reaches_the_page_the_api_the_link_and_the_sweep_list(monkeypatch, tmp_path):
+    """One row in models/controls.py: a slider on the page, a parameter of the compare endpoint, a key of the
+    shared link and a choice of the sweep, with no other edit."""
+    import app
+    from models import model_set, presets, requests
+    from models.comparison import Comparison
+    from scoring import variants
+    from tests import tiny_models
+
+    row = Control("slerp_t_extra", "slider", 0.25, "slerp_t", "t2", "advanced", "SLERP t (extra)", 0, 1, 0.05,
+                  merge="slerp", sweep=True)
+    rows = (*CONTROLS, row)
+    derived = table.derive(rows)
+    monkeypatch.setattr(table, "CONTROLS", rows)
+    for name, value in derived.items():
+        monkeypatch.setattr(table, name, value)
+    monkeypatch.setattr(requests, "BY_NAME", derived["BY_NAME"])
+    monkeypatch.setattr(variants, "SWEEPABLE", derived["SWEEPABLE"])
+
+    dirs = tiny_models.model_set_dirs(tmp_path, "gpt2")
+    preset = presets._build({"name": "tiny", "base": str(dirs["base"]), "model1": str(dirs["model1"]),
+                             "model2": str(dirs["model2"]), "prompt_format": "plain_qa", "device": "cpu"}, "test")
+    page, options = app.build_page(Comparison(model_set.load(preset)), [])
+    config = page.get_config_file()
+    sliders = [c for c in config["components"] if c.get("props", {}).get("elem_id") == "slerp_t_extra"]
+    assert sliders and sliders[0]["props"]["value"] == 0.25
+    api = page.get_api_info()
+    compare = api["named_endpoints"]["/compare"]["parameters"]
+    assert [p["parameter_name"] for p in compare][-1] == "slerp_t_extra"
+    sweep_choices = [c for c in config["components"] if c.get("props", {}).get("elem_id") == "sweep_param"]
+    assert "slerp_t_extra" in [choice[1] for choice in sweep_choices[0]["props"]["choices"]]
+    copy_link = [d["js"] for d in config["dependencies"] if d.get("js") and "URLSearchParams" in d["js"]]
+    assert copy_link and "'t2'" in copy_link[0]  # the shared link carries it
+    assert derived["Controls"](question="q").slerp_t_extra == 0.25
+    assert table.from_values([*(c.default for c in CONTROLS), 0.75]).slerp_t_extra == 0.75
