@@ -35,6 +35,8 @@ test: install-test chromium
 
 bench: install-test
 	$(PY) -m bench.merge
-	$(PY) -m bench.generate
+	$(PY) -m bench.generate --preset default
+	$(PY) -m bench.users
 	$(PY) -m bench.sweep
 	$(PY) -m bench.startup
+	$(PY) -m bench.turkish

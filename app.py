@@ -24,9 +24,11 @@ COLUMNS = ("model1", "model2", "soup", "slerp", "ties", "extra")
 
 # Enter in a slider's number box settles the value as a drag's release does (Gradio fires release on blur).
 SETTLE_TYPED_VALUES_JS = """() => {
+  window.__harman_settle = true;
   document.addEventListener("keydown", (e) => {
     const box = e.target;
-    if (e.key === "Enter" && box.matches && box.matches("input[type=number]") && box.closest(".gradio-slider")) {
+    const slider = box && box.matches && box.matches("input[type=number]") && box.closest(".wrap");
+    if (e.key === "Enter" && slider && slider.querySelector("input[type=range]")) {
       box.blur();
     }
   });
@@ -306,9 +308,11 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits()):
             data = open_heldout(heldout_path, n_rows, lang)
             result = yield from measured(lambda cancel, report: scoring.greedy_soup_of(comparison, data, c, cancel),
                                          3, request, None)
-            weights = result.weights if result else {}
-            yield (views.greedy_soup_text(result, lang), weights.get("model1", gr.skip()),
-                   weights.get("model2", gr.skip()))
+            if result is None:  # stopped
+                yield views.greedy_soup_text(None, lang), gr.skip(), gr.skip()
+                return
+            yield (views.greedy_soup_text(result, lang), result.weights.get("model1", 0.0),
+                   result.weights.get("model2", 0.0))
 
         def show_diagnostics(latest, request: gr.Request):
             lang = language(request)

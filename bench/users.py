@@ -102,12 +102,14 @@ def _tokens(out) -> list[int]:
     return [int(m.group(1)) if (m := TOKENS.match(f or "")) else 0 for f in out[FOOTERS]][:5]
 
 
-def together(client, users: list) -> tuple[list[dict], float]:
+def together(server, users: list) -> tuple[list[dict], float]:
+    """Every user at once, each from a client (a page session) of their own."""
+    clients = [server.client() for _ in users]
     barrier, results = threading.Barrier(len(users)), [None] * len(users)
 
     def run(i):
         barrier.wait()
-        results[i] = ask(client, users[i])
+        results[i] = ask(clients[i], users[i])
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(len(users))]
     started = time.perf_counter()
@@ -115,7 +117,10 @@ def together(client, users: list) -> tuple[list[dict], float]:
         t.start()
     for t in threads:
         t.join()
-    return [r[0] for r in results], time.perf_counter() - started
+    wall = time.perf_counter() - started
+    for c in clients:
+        c.close()
+    return [r[0] for r in results], wall
 
 
 def stream_rate(updates: list) -> float:
@@ -127,13 +132,13 @@ def stream_rate(updates: list) -> float:
     return (sum(at_end) - sum(at_start)) / (end - start)
 
 
-def scenario(client, label: str, counts: list[int], new_tokens: int, own_ties: bool) -> list[dict]:
+def scenario(server, client, label: str, counts: list[int], new_tokens: int, own_ties: bool) -> list[dict]:
     users = [user_controls(i, new_tokens, own_ties) for i in range(max(counts))]
     alone = [ask(client, u) for u in users]
     print(json.dumps({"bench": "users", "run": label, "alone_s": [round(a[1], 2) for a in alone]}), flush=True)
     rows = []
     for n in counts:
-        answers, wall = together(client, users[:n]) if n > 1 else ([alone[0][0]], alone[0][1])
+        answers, wall = together(server, users[:n]) if n > 1 else ([alone[0][0]], alone[0][1])
         alone_mean = statistics.mean(a[1] for a in alone[:n])
         differ = [(i, c) for i in range(n) for c in COLUMNS if answers[i][c] != alone[i][0][c]]
         row = {"bench": "users", "run": label, "users": n, "wall_s": round(wall, 2),
@@ -222,8 +227,8 @@ def main(argv=None) -> None:
     try:
         client = server.client()
         ask(client, replace(user_controls(0, 8, True), question="Isınma sorusu?"))  # warm-up: packing, figures
-        shared, _ = scenario(client, "A: own soup and SLERP", args.users, args.new_tokens, own_ties=False)
-        own, _ = scenario(client, "B: own TIES density too", args.users, args.new_tokens, own_ties=True)
+        shared, _ = scenario(server, client, "A: own soup and SLERP", args.users, args.new_tokens, own_ties=False)
+        own, _ = scenario(server, client, "B: own TIES density too", args.users, args.new_tokens, own_ties=True)
         one_user_stream = stream_rate(ask(client, user_controls(0, args.new_tokens, False))[2])
         client.close()
     finally:

@@ -13,11 +13,8 @@ METHOD_NAMES = {"soup": "Soup", "slerp": "SLERP", "ties": "TIES"}
 
 def column_title(name: str, model_set, controls, lang: str) -> str:
     """The column's name and the merge parameters it currently shows, on one line."""
-    p = model_set.preset
-    if name == "model1":
-        return f"**{p.model1_label}**"
-    if name == "model2":
-        return f"**{p.model2_label}**"
+    if name in ("model1", "model2"):
+        return f"**{parent_label(model_set.preset, name, lang)}**"
     if name == "soup":
         total = (controls.soup_w1 + controls.soup_w2) or 1.0
         return f"**Soup** · w {controls.soup_w1 / total:.2f}/{controls.soup_w2 / total:.2f}"
@@ -26,12 +23,23 @@ def column_title(name: str, model_set, controls, lang: str) -> str:
                                                            or controls.slerp_mlp_schedule) else ""
         return f"**SLERP** · t = {controls.slerp_t:.2f}{schedule}"
     density = say(lang, "title_density")
-    if name == "ties":
+    if name == "ties":  # one line: what differs between the two models only when it does
         d1 = controls.ties_density if controls.ties_density1 is None else controls.ties_density1
         d2 = controls.ties_density if controls.ties_density2 is None else controls.ties_density2
-        return (f"**TIES** · {density} {d1:.2f}/{d2:.2f} · w {controls.ties_w1:.2f}/{controls.ties_w2:.2f}"
-                f" · λ {controls.ties_lambda:.2f}")
+        parts = [f"{density} {d1:.2f}" if d1 == d2 else f"{density} {d1:.2f}/{d2:.2f}"]
+        if (controls.ties_w1, controls.ties_w2) != (1.0, 1.0):
+            parts.append(f"w {controls.ties_w1:.2f}/{controls.ties_w2:.2f}")
+        if controls.ties_lambda != 1.0:
+            parts.append(f"λ {controls.ties_lambda:.2f}")
+        return "**TIES** · " + " · ".join(parts)
     return f"**{controls.extra_method or say(lang, 'title_extra')}** · {density} {controls.extra_density:.2f}"
+
+
+def parent_label(preset, name: str, lang: str) -> str:
+    """Model 1's or Model 2's label in the visitor's language (the preset's English label on an English page)."""
+    label, english = ((preset.model1_label, preset.model1_label_en) if name == "model1"
+                      else (preset.model2_label, preset.model2_label_en))
+    return english if lang == "en" and english else label
 
 
 def column_footer(column, question: str, lang: str) -> str:
@@ -125,7 +133,7 @@ def sweep_rows(outcome, preset, lang: str) -> tuple[list[dict], str, tuple | Non
     curve = [{"value": v, "perplexity": p, "series": parameter} for v, p in outcome.result.points]
     xs = [v for v, _ in outcome.result.points]
     for name in ("model1", "model2"):
-        label = preset.model1_label if name == "model1" else preset.model2_label
+        label = parent_label(preset, name, lang)
         curve += [{"value": x, "perplexity": outcome.references[name], "series": label} for x in xs]
     best = outcome.result.best
     if best is None:
@@ -151,7 +159,7 @@ def turkish_rows(outcome, preset, lang: str) -> list[dict]:
                  {"value": value, "share": repeated, "series": say(lang, "series_repeated")}]
     xs = [value for value, _, _ in outcome.turkish]
     for name, (words, _) in outcome.turkish_references.items():
-        label = preset.model1_label if name == "model1" else preset.model2_label
+        label = parent_label(preset, name, lang)
         rows += [{"value": x, "share": words, "series": say(lang, "series_parent_words", label=label)} for x in xs]
     return rows
 

@@ -1,7 +1,11 @@
 """Scores and sweeps for the variants of a served model set: the glue between scoring/ and models/.
 
-Merged columns are held through the comparison (coefficients or pool slices) while they are scored, so a score is always
-of the weights its spec describes, even while other users generate.
+Merged columns are held through the comparison while they are scored, so a score is always of the weights its
+spec describes, even while other users generate. They are held materialised (a pool slice), not merge-free: a
+perplexity pass runs many tokens per row and is bound by arithmetic, and a merge-free row multiplies each layer
+once per parent where a merged slice multiplies it once (on the default pair a sweep point took 8.1 s merge-free
+against about 5 s re-merged in place and scored); decoding one token per row is bound by memory instead, which
+is where merge-free columns win.
 """
 
 from __future__ import annotations
@@ -69,7 +73,7 @@ def score_variants(comparison: Comparison, heldout: HeldoutSet, variants: list[s
     answers: dict[str, list[str]] = {v: [] for v in variants}
     ppl = {v: float("nan") for v in variants}
     total = len(variants) + len(heldout.rows)
-    with comparison.holding(merged) as held:
+    with comparison.holding(merged, materialise=True) as held:
         try:
             for i, v in enumerate(variants):
                 _report(progress, i / total, f"perplexity: {v}")
@@ -168,7 +172,7 @@ def sweep_parameter(comparison: Comparison, heldout: HeldoutSet, controls: Contr
         current["spec"] = merge_specs(controls_at(controls, parameter, value))[variant]
 
     def evaluate() -> float | None:
-        with comparison.holding({variant: current["spec"]}) as held:
+        with comparison.holding({variant: current["spec"]}, materialise=True) as held:
             try:
                 score = heldout_perplexity(comparison, held, variant, heldout, prompts, cancel)
                 if turkish:
@@ -196,7 +200,7 @@ def greedy_soup_of(comparison: Comparison, heldout: HeldoutSet, controls: Contro
     def score_of(weights) -> float:
         w1, w2 = weights.get("model1", 0.0), weights.get("model2", 0.0)
         spec = merge_specs(replace(controls, soup_w1=w1, soup_w2=w2))["soup"]
-        with comparison.holding({"soup": spec}) as held:
+        with comparison.holding({"soup": spec}, materialise=True) as held:
             return heldout_perplexity(comparison, held, "soup", heldout, prompts, cancel)
 
     try:

@@ -269,3 +269,23 @@ def test_a_question_over_the_limit_is_refused_at_once_and_the_next_is_answered(s
         client.predict(*{**DEFAULTS, "question": "Ankara " * 42_857 + "?"}.values(), api_name="/compare")
     assert time.perf_counter() - started < 5  # refused before anything is prefilled (it held the server 327 s)
     assert all(ask(client, question="Ankara nerededir?", max_new_tokens=4)[c] for c in app.COLUMNS[:5])
+
+
+def test_one_visitors_stop_leaves_the_others_streaming(served, no_answer_cache):
+    client, comparison = served
+    other = dict(question="Işık nedir?", slerp_t=0.3, max_new_tokens=24, repetition_penalty=1.0)
+    alone = ask(client, **other)
+    visitor = Client(client.src, verbose=False)  # a second visitor, with a session of its own
+    stopped = visitor.submit(*{**DEFAULTS, "question": "Uzun bir hikâye anlat.", "max_new_tokens": 64,
+                               "repetition_penalty": 1.0}.values(), api_name="/compare")
+    running = client.submit(*{**DEFAULTS, **other}.values(), api_name="/compare")
+    deadline = time.time() + 60
+    while not stopped.outputs() and time.time() < deadline:
+        time.sleep(0.02)
+    stopped.cancel()
+    assert dict(zip(app.COLUMNS, running.result(timeout=120)[ANSWERS])) == alone
+    deadline = time.time() + 5
+    while comparison.loop.rows and time.time() < deadline:
+        time.sleep(0.05)
+    assert comparison.loop.rows == 0
+    visitor.close()

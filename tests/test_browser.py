@@ -24,6 +24,7 @@ ARTIFACTS = ROOT / "artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 COLUMNS = ("model1", "model2", "soup", "slerp", "ties")
 QUESTION = "Dünyanın en soğuk yeri neresidir?"  # one of the seed experiment's five questions
+OTHER_QUESTION = "Türkiye'nin en uzun nehri hangisidir?"  # not answered yet on this server: nothing cached
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists() and not os.environ.get("CI"),
                                 reason="Debian's chromium is not installed (make test installs it)")
@@ -162,13 +163,15 @@ def test_question_typed_slider_and_shared_link(server, browser):
     context = browser.new_context(locale="tr-TR", viewport={"width": 1600, "height": 1100})
     page = context.new_page()
     page.goto(server)
-    ask(page, QUESTION, "bitti")
+    ask(page, OTHER_QUESTION, "bitti")
     first = answers(page)
     assert all(first.values()), first
-    # One request: Soup and SLERP merge-free (coefficients over the parents), TIES merged once.
+    # Soup and SLERP merge-free (coefficients over the parents); TIES materialised in a pool slot (merged now,
+    # or already holding this density from the test before).
     for column in ("soup", "slerp"):
         assert "birleştirme yok (katsayılarla)" in footers(page)[column], footers(page)[column]
-    assert " ms" in footers(page)["ties"] and "yok" not in footers(page)["ties"], footers(page)["ties"]
+    ties = footers(page)["ties"]
+    assert ("ms" in ties or "aynı ayar" in ties) and "katsayılarla" not in ties, ties
     page.screenshot(path=str(ARTIFACTS / "browser-compare.png"), full_page=True)
 
     set_slider(page, "slerp_t", 1, leave=False)  # typed and Enter, as a visitor does: no drag, no blur
@@ -188,7 +191,8 @@ def test_question_typed_slider_and_shared_link(server, browser):
     link = page.locator("#link textarea, #link input").first.input_value()
     shared = context.new_page()
     shared.goto(link)
-    wait_until(lambda: shared.locator("#question textarea").input_value() == QUESTION, 60, "the shared question")
+    wait_until(lambda: shared.locator("#question textarea").input_value() == OTHER_QUESTION, 60,
+               "the shared question")
     assert float(shared.locator("#slerp_t input[type=number]").input_value()) == 1.0
     assert float(shared.locator("#soup_w1 input[type=number]").input_value()) == 0.5
     wait_until(lambda: shared.locator("#answer-slerp textarea").input_value() == second["slerp"], 120,
