@@ -289,3 +289,21 @@ def test_one_visitors_stop_leaves_the_others_streaming(served, no_answer_cache):
         time.sleep(0.05)
     assert comparison.loop.rows == 0
     visitor.close()
+
+
+# Gradio checks a slider's range and a dropdown's choices before the handler runs, with its own message (the
+# bound or the choices, not the control's name); everything else is the server's RequestError, naming the control.
+@pytest.mark.parametrize("changes, names", [
+    ({"slerp_t": "abc"}, "SLERP t|abc"), ({"soup_w1": 2.0}, "greater than maximum value 1"),
+    ({"soup_w1": 0.0, "soup_w2": 0.0}, "soup weights: w1 and w2 are both 0"),
+    ({"ties_density": 0.0}, "less than minimum value 0.05"), ({"ties_lambda": -1.0}, "less than minimum value 0"),
+    ({"slerp_attn_schedule": "[0, oops]"}, "SLERP attention schedule"),
+    ({"slerp_mlp_schedule": "[2]"}, r"SLERP MLP schedule\[0\]: 2 is outside"),
+    ({"extra_method": "frankenmerge"}, "frankenmerge is not in the list of choices"),
+    ({"max_new_tokens": 100_000}, "greater than maximum value 64"), ({"top_p": 0.0}, "less than minimum value 0.05"),
+])
+def test_a_bad_value_is_refused_naming_the_control_and_the_next_request_is_answered(served, changes, names):
+    client, _ = served
+    with pytest.raises(Exception, match=names):
+        client.predict(*{**DEFAULTS, **changes}.values(), api_name="/compare")
+    assert all(ask(client, question="Ankara nerededir?", max_new_tokens=4)[c] for c in app.COLUMNS[:5])
