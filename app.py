@@ -512,9 +512,10 @@ def main(argv=None) -> int:
                     max_question_chars=args.max_question_chars, max_question_tokens=args.max_question_tokens,
                     hub_token=os.environ.get("HF_TOKEN") or None)
     comparison = Comparison(models, batched=not args.no_batch, answer_cache=args.answer_cache)
-    # SLERP's angles and model stock's cosines, measured once for every tensor while the page starts.
-    threading.Thread(target=comparison.warm, name="parent-figures", daemon=True).start()
     page, options = build_page(comparison, examples.questions(), limits)
+    # SLERP's angles and model stock's cosines, measured once for every tensor once the page is built (before,
+    # the thread would only slow the page's own start).
+    threading.Thread(target=comparison.warm, name="parent-figures", daemon=True).start()
     page.queue(max_size=args.queue_size, default_concurrency_limit=args.concurrency)
     auth = tuple(args.auth.split(":", 1)) if args.auth else None
     launch = dict(server_name=args.host, server_port=args.port, auth=auth, show_error=True, **options)
