@@ -21,7 +21,7 @@ import torch
 
 from merging import checks
 from merging.apply import MergeReport, resolve, summarize
-from merging.interpolation import slerp_angle
+from merging.interpolation import nuslerp_coefficients, nuslerp_t, slerp_angle, spherical
 from merging.methods import METHODS
 from merging.model_stock import _ratio
 from merging.parents import ParentStats, parent_stats, squared_distances
@@ -111,25 +111,14 @@ def _slerp(name, p, figures, stats):
     t = checks.finite(name, "t", p["t"])
     angle, fallback = slerp_angle(figures(name, False))
     stats["angle"], stats["linear_fallback"] = math.degrees(angle), fallback
-    if fallback:
-        return 0.0, 1 - t, t
-    return 0.0, math.sin((1 - t) * angle) / math.sin(angle), math.sin(t * angle) / math.sin(angle)
+    return (0.0, 1 - t, t) if fallback else (0.0, *spherical(angle, t))
 
 
 def _nuslerp(name, p, figures, stats):
-    weights = checks.per_model(name, "weight", p["weight"], 2)
-    total = sum(weights)
-    t = 0.5 if abs(total) < 1e-6 else weights[1] / total
-    measured = figures(name, True)  # the page's nuslerp has a base: task vectors
-    norm_a, norm_b = max(measured.norm(0), 1e-7), max(measured.norm(1), 1e-7)
-    dot = (measured.gram[0][0] + measured.gram[1][1] - measured.squared_distance[0][1]) / 2
-    cos = min(max(dot / (norm_a * norm_b), -1.0), 1.0)
-    angle = math.acos(cos)
+    t = nuslerp_t(checks.per_model(name, "weight", p["weight"], 2))
+    # The page's nuslerp has a base: the figures of the task vectors.
+    angle, first, second = nuslerp_coefficients(figures(name, True), t)
     stats["angle"] = math.degrees(angle)
-    if 1 - cos * cos <= 1e-16:
-        first, second = 1 - t, t
-    else:
-        first, second = math.sin((1 - t) * angle) / math.sin(angle), math.sin(t * angle) / math.sin(angle)
     return 1 - first - second, first, second
 
 

@@ -90,14 +90,17 @@ def prepare_slerp(name, a, b, out, *, t, parents: Callable[[], ParentStats] | No
         if fallback:
             _lerp_into(out, a, b, t)
         else:
-            sin_angle = math.sin(angle)
-            coefficients = [math.sin((1 - t) * angle) / sin_angle, math.sin(t * angle) / sin_angle]
-            weighted_sum_into(out, [a, b], coefficients)
+            weighted_sum_into(out, [a, b], spherical(angle, t))
         if stats is not None:
             stats["angle"] = math.degrees(angle)
             stats["linear_fallback"] = fallback
 
     return out, run
+
+
+def spherical(angle: float, t: float) -> tuple[float, float]:
+    """The coefficients of the two ends of a spherical interpolation at t across ``angle`` (radians)."""
+    return math.sin((1 - t) * angle) / math.sin(angle), math.sin(t * angle) / math.sin(angle)
 
 
 def slerp_angle(parents: ParentStats) -> tuple[float, bool]:
@@ -145,8 +148,7 @@ def prepare_nuslerp(name, a, b, base, out, *, weight, nuslerp_row_wise=False, nu
     inputs, roles = ([a, b], ["a", "b"]) if base is None else ([a, b, base], ["a", "b", "base"])
     checks.same_shapes(name, inputs, roles)
     out = checks.output(name, out, inputs)
-    total = sum(weights)
-    t = 0.5 if abs(total) < 1e-6 else weights[1] / total
+    t = nuslerp_t(weights)
 
     def run(stats: dict | None) -> None:
         if nuslerp_flatten:
@@ -159,19 +161,29 @@ def prepare_nuslerp(name, a, b, base, out, *, weight, nuslerp_row_wise=False, nu
     return out, run
 
 
-def _flat_nuslerp_into(out, a, b, base, t: float) -> float:
-    """NuSLERP of whole tensors: measure, then one weighted sum, chunk by chunk."""
-    measured = parent_stats([a, b], origin=base)
-    # mergekit normalises with norms clamped at 1e-7 and calls the pair collinear
-    # only when 1 - cos^2 <= 1e-16.
+def nuslerp_t(weights) -> float:
+    """NuSLERP's t from its two weights, as mergekit takes it."""
+    total = sum(weights)
+    return 0.5 if abs(total) < 1e-6 else weights[1] / total
+
+
+def nuslerp_coefficients(measured: ParentStats, t: float) -> tuple[float, float, float]:
+    """(angle, first, second) of whole-tensor NuSLERP from the two inputs' figures (task vectors with a base).
+
+    mergekit normalises with norms clamped at 1e-7 and calls the pair collinear only when 1 - cos^2 <= 1e-16.
+    """
     norm_a, norm_b = max(measured.norm(0), 1e-7), max(measured.norm(1), 1e-7)
     dot = (measured.gram[0][0] + measured.gram[1][1] - measured.squared_distance[0][1]) / 2
     cos = min(max(dot / (norm_a * norm_b), -1.0), 1.0)
     angle = math.acos(cos)
     if 1 - cos * cos <= 1e-16:
-        first, second = 1 - t, t
-    else:
-        first, second = math.sin((1 - t) * angle) / math.sin(angle), math.sin(t * angle) / math.sin(angle)
+        return angle, 1 - t, t
+    return angle, *spherical(angle, t)
+
+
+def _flat_nuslerp_into(out, a, b, base, t: float) -> float:
+    """NuSLERP of whole tensors: measure, then one weighted sum, chunk by chunk."""
+    angle, first, second = nuslerp_coefficients(parent_stats([a, b], origin=base), t)
     if base is None:
         weighted_sum_into(out, [a, b], [first, second])
     else:
