@@ -28,27 +28,24 @@ from merging.parents import ParentStats, parent_stats, squared_distances
 from merging.schedule import layer_position
 from merging.spec import MergeSpec
 
-# Where every coefficient table points: the base, Model 1, Model 2.
-INPUTS = ("base", "model1", "model2")
-
-
-
 class ParentFigures:
     """The two fine-tunes' Gram figures per tensor, plain or relative to the base (task vectors), measured on
     first use and kept: the parents never change while they are served. Safe to share between threads (a race
-    measures a tensor twice and keeps one)."""
+    measures a tensor twice and keeps one). ``plain`` is keyed as merging.apply's ``parents`` dict, so a
+    MergeTarget of the same parents can share it instead of measuring them again."""
 
     def __init__(self, base: Mapping[str, torch.Tensor], model1: Mapping[str, torch.Tensor],
                  model2: Mapping[str, torch.Tensor]):
         self.inputs = (base, model1, model2)
-        self._measured: dict[tuple[str, bool], ParentStats] = {}
+        self.plain: dict[str, ParentStats] = {}
+        self.relative: dict[str, ParentStats] = {}
 
     def __call__(self, name: str, relative: bool) -> ParentStats:
-        key = (name, relative)
-        if key not in self._measured:
+        measured = self.relative if relative else self.plain
+        if name not in measured:
             base, model1, model2 = self.inputs
-            self._measured[key] = parent_stats([model1[name], model2[name]], origin=base[name] if relative else None)
-        return self._measured[key]
+            measured[name] = parent_stats([model1[name], model2[name]], origin=base[name] if relative else None)
+        return measured[name]
 
 
 Figures = Callable[[str, bool], ParentStats]  # (tensor name, relative to the base?) -> the parents' figures

@@ -93,8 +93,9 @@ class Comparison:
         bank = model_set.bank
         base, parents = bank.slice("base"), [bank.slice("model1"), bank.slice("model2")]
         self.figures = ParentFigures(base, *parents)
-        shared: dict = {}  # parent statistics, shared by every pool slice's target
-        self.targets = {name: MergeTarget(bank.slice(name), base, parents, model_set.num_layers, parents=shared)
+        # Every pool slice's target measures the parents through the same figures the merge-free columns use.
+        self.targets = {name: MergeTarget(bank.slice(name), base, parents, model_set.num_layers,
+                                          parents=self.figures.plain)
                         for name in bank.variants if name not in PARENTS}
         self.versions = [0] * len(bank.variants)  # bumped when a pool slice is rewritten
         self.pool = SlotPool(list(self.targets), self._merge, self._written)
@@ -117,11 +118,10 @@ class Comparison:
         self.versions[self.model_set.bank.index(variant)] += 1
 
     def warm(self) -> None:
-        """Measure the parents' figures that merge-free columns need, before the first visitor asks."""
-        names = list(self.model_set.bank.tensors)
-        for name in names:
+        """Measure the parents' figures that the page's Soup and SLERP columns need, before the first visitor
+        asks (the task-vector figures of model stock and NuSLERP are measured when one is first asked for)."""
+        for name in self.model_set.bank.tensors:
             self.figures(name, False)
-            self.figures(name, True)
 
     def coefficients(self, spec) -> Coefficients:
         with self._answers_lock:
