@@ -104,14 +104,7 @@ class Rows:
 
     def equal(self, bank: torch.Tensor, a: int, b: int) -> bool:
         """Whether slices a and b of a bank tensor are bitwise equal (found once per version of each)."""
-        if a == b:
-            return True
-        a, b = min(a, b), max(a, b)
-        version = (lambda s: 0) if self.versions is None else (lambda s: self.versions[s])
-        key = (id(bank), a, version(a), b, version(b))
-        if key not in self.same:
-            self.same[key] = torch.equal(bank[a], bank[b])
-        return self.same[key]
+        return _equal_slices(bank, a, b, self.same, self.versions)
 
     def terms(self, name: str, bank: torch.Tensor) -> list[tuple[tuple[int, float], ...]]:
         """Per row, the (slice, coefficient) pairs it sums for this tensor; equal slices merged into the first."""
@@ -300,19 +293,27 @@ def _identical_slices(weight: torch.Tensor, slices: Sequence[int], same: dict | 
     stops at the first differing element, so this costs little when nothing is shared.
     """
     same = {} if same is None else same
-    version = (lambda s: 0) if versions is None else (lambda s: versions[s])
     groups: list[tuple[int, list[int]]] = []
     for row, s in enumerate(slices):
         for first, members in groups:
-            key = (id(weight), first, version(first), s, version(s))
-            if key not in same:
-                same[key] = first == s or torch.equal(weight[first], weight[s])
-            if same[key]:
+            if _equal_slices(weight, first, s, same, versions):
                 members.append(row)
                 break
         else:
             groups.append((s, [row]))
     return groups if 2 * len(groups) <= len(slices) else []
+
+
+def _equal_slices(bank: torch.Tensor, a: int, b: int, same: dict, versions: Sequence[int] | None) -> bool:
+    """Whether slices a and b of a bank tensor are bitwise equal; found once per version of each slice and kept
+    in ``same`` (a rewritten pool slice has a new version, so it is compared anew)."""
+    if a == b:
+        return True
+    a, b = min(a, b), max(a, b)
+    key = (id(bank), a, 0 if versions is None else versions[a], b, 0 if versions is None else versions[b])
+    if key not in same:
+        same[key] = torch.equal(bank[a], bank[b])
+    return same[key]
 
 
 def _shared_product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
