@@ -140,9 +140,8 @@ class Comparison:
         """Hold every merged column at its spec for the block (merge-free ones as coefficients, the others in
         pool slices); ``materialise`` puts every merge in a pool slice (saving, the per-column fallback)."""
         bank = self.model_set.bank
-        free = {c: s for c, s in specs.items() if self.batched and not materialise and merge_free(s)}
-        mixes = {c: self.coefficients(s) for c, s in free.items()}
-        pooled = {c: s for c, s in specs.items() if c not in free}
+        pooled = self._pooled(specs, materialise)
+        mixes = {c: self.coefficients(s) for c, s in specs.items() if c not in pooled}
         with self.pool.holding(pooled, on_wait) as slots:
             held = Held(recipes={}, reports={}, variants={})
             for column, found in mixes.items():
@@ -153,6 +152,10 @@ class Comparison:
                 held.variants[column] = variant
                 held.reports[column] = report
             yield held
+
+    def _pooled(self, specs: Mapping[str, Hashable], materialise: bool = False) -> dict[str, Hashable]:
+        """The columns whose merges need a pool slice; the others are merge-free coefficient rows."""
+        return {c: s for c, s in specs.items() if materialise or not (self.batched and merge_free(s))}
 
     def model_for(self, held: Held, column: str):
         """A Hugging Face-like model of one column (for perplexity)."""
@@ -213,7 +216,7 @@ class Comparison:
             yield snapshot
             return
         specs = {c: request.specs[c] for c in pending if c not in PARENTS}
-        pooled = {c: s for c, s in specs.items() if not (self.batched and merge_free(s))}
+        pooled = self._pooled(specs)
         if pooled and self.pool.must_wait(pooled):
             # Every pool slice is read by other visitors' answers: say so while this request waits for one.
             snapshot.notes.append(WAITING_NOTE)
