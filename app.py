@@ -297,8 +297,8 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits()):
             """Move the swept control's slider, and the controls it sets, to the best point."""
             if not point:
                 return [gr.skip()] * len(controls)
-            moved = controls_at(from_values(values), *point)
             before = from_values(values)
+            moved = controls_at(before, *point)
             return [getattr(moved, n) if getattr(moved, n) != getattr(before, n) else gr.skip() for n in names]
 
         def greedy_soup(heldout_path, n_rows, *args):

@@ -98,19 +98,12 @@ class _Finetune(Mapping):
         return len(self.base)
 
 
-def floor_step_seconds(bank: WeightBank, recipes: dict[str, Recipe], shared: bool = True, rounds: int = 3
-                       ) -> tuple[float, int]:
-    """Best time to read every weight that one decoding step of these columns must read, and its bytes: each
-    distinct bank slice once when the columns decode in one batch (``shared``), every column's own otherwise.
-
-    Embedding tables read row by row (token lookups) are left out; a table tied to the head is read in full.
-    Timed with one thread and with the configured number, keeping the faster: on busy cores a multi-threaded
-    sum can wait for a core and would make a floor that is too easy to reach.
-    """
-    model = batched_model(bank)
-    rows = Rows([recipes[c] for c in COLUMNS], bank.device)
+def step_views(bank: WeightBank, recipes: list[Recipe], shared: bool = True) -> list[torch.Tensor]:
+    """The bank slices one decoding step of these rows reads: each distinct slice once (``shared``, one batch)
+    or every row's own. Embedding tables read row by row are left out; one tied to the head is read in full."""
+    rows = Rows(recipes, bank.device)
     views, seen = [], set()
-    for m in model.modules():
+    for m in batched_model(bank).modules():
         if not isinstance(m, (BankedLinear, BankedLayerNorm, BankedRMSNorm)):
             continue
         for attr, tensor in (("weight", m.weight_bank), ("bias", getattr(m, "bias_bank", None))):
@@ -121,6 +114,24 @@ def floor_step_seconds(bank: WeightBank, recipes: dict[str, Recipe], shared: boo
                 views += [tensor[s] for s, _, _ in rows.groups(m.names[attr], tensor)]
             else:
                 views += [tensor[s] for terms in rows.terms(m.names[attr], tensor) for s, _ in terms]
+    return views
+
+
+def step_bytes(bank: WeightBank, recipes: list[Recipe], shared: bool = True) -> int:
+    """The bytes of step_views."""
+    return sum(v.numel() * v.element_size() for v in step_views(bank, recipes, shared))
+
+
+def floor_step_seconds(bank: WeightBank, recipes: dict[str, Recipe], shared: bool = True, rounds: int = 3
+                       ) -> tuple[float, int]:
+    """Best time to read every weight that one decoding step of these columns must read, and its bytes: each
+    distinct bank slice once when the columns decode in one batch (``shared``), every column's own otherwise.
+
+    Embedding tables read row by row (token lookups) are left out; a table tied to the head is read in full.
+    Timed with one thread and with the configured number, keeping the faster: on busy cores a multi-threaded
+    sum can wait for a core and would make a floor that is too easy to reach.
+    """
+    views = step_views(bank, [recipes[c] for c in COLUMNS], shared)
     nbytes = sum(v.numel() * v.element_size() for v in views)
     best, threads = float("inf"), torch.get_num_threads()
     for n in sorted({1, threads}):

@@ -153,7 +153,7 @@ def in_process(preset: str, new_tokens: int, users: list, own_ties_users: list) 
     """Slider-release figures, bench.generate's merge-free rate, and the bytes-read prediction for run B."""
     import torch
 
-    from bench.generate import COLUMNS as BENCH_COLUMNS, floor_step_seconds, run_mode
+    from bench.generate import COLUMNS, run_mode, step_bytes
     from models import model_set, presets
     from models.comparison import Comparison, Request
     from models.generation import GenerationSettings
@@ -164,10 +164,9 @@ def in_process(preset: str, new_tokens: int, users: list, own_ties_users: list) 
     comparison = Comparison(ms)
     comparison.warm()
     first = users[0]
-    columns = ("model1", "model2", "soup", "slerp", "ties")
 
     def request(c):
-        return Request(c.question, columns, merge_specs(c), generation_settings(c, ms.preset.generation))
+        return Request(c.question, COLUMNS, merge_specs(c), generation_settings(c, ms.preset.generation))
 
     for _ in comparison.run(request(first)):
         pass
@@ -185,7 +184,7 @@ def in_process(preset: str, new_tokens: int, users: list, own_ties_users: list) 
         recipes = {**{c: ms.bank.index(c) for c in ("model1", "model2")}, **held.recipes}
         run_mode(ms.bank, "merge-free", recipes, GenerationSettings(max_new_tokens=2, greedy=True), prompt)
         rate = run_mode(ms.bank, "merge-free", recipes, settings, prompt)["decode_tokens_per_s"]
-        _, one_user_bytes = floor_step_seconds(ms.bank, recipes)
+        one_user_bytes = step_bytes(ms.bank, [recipes[c] for c in COLUMNS])
     # Run B's prediction: every user's TIES slice is read besides the parents' (what equals a parent's is not).
     ties_specs = {f"ties{i}": merge_specs(u)["ties"] for i, u in enumerate(own_ties_users)}
     with comparison.holding(ties_specs) as held:
@@ -197,23 +196,10 @@ def in_process(preset: str, new_tokens: int, users: list, own_ties_users: list) 
             many = {"model1": ms.bank.index("model1"), "model2": ms.bank.index("model2"),
                     "soup": recipes["soup"], "slerp": recipes["slerp"]}
             many.update({f"ties{i}": s for i, s in enumerate(slices[:n])})
-            predicted[n] = _distinct_bytes(ms.bank, list(many.values()))
-    assert BENCH_COLUMNS == columns
+            predicted[n] = step_bytes(ms.bank, list(many.values()))
     return {"slerp_release_merge_ms": merge_ms, "slerp_release_first_token_s": first_token,
             "bench_generate_merge_free_decode_tokens_per_s": rate, "one_user_step_bytes": one_user_bytes,
             "own_ties_predicted_ratio": {n: b / predicted[1] for n, b in predicted.items()}}
-
-
-def _distinct_bytes(bank, recipes) -> int:
-    from models.batched import BankedLinear, BankedLayerNorm, BankedRMSNorm, Rows, batched_model
-
-    rows, total, seen = Rows(recipes, bank.device), 0, set()
-    for m in batched_model(bank).modules():
-        if isinstance(m, (BankedLinear, BankedLayerNorm, BankedRMSNorm)) and id(m.weight_bank) not in seen:
-            seen.add(id(m.weight_bank))
-            total += sum(m.weight_bank[s].numel() * m.weight_bank.element_size()
-                         for s, _, _ in rows.groups(m.names["weight"], m.weight_bank))
-    return total
 
 
 def main(argv=None) -> None:
