@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,9 @@ log = logging.getLogger(__name__)
 
 SCHEME = "pypi-gguf:"
 CACHE_FILES = ("model.safetensors", "config.json", "harman-source.json")
+# One conversion at a time in a process: the model set asks for the base's folder from two threads (tokenizer and
+# weights) on a first start, and transformers' loading is not thread-safe (two at once leave meta tensors).
+_converting = threading.Lock()
 
 
 class GGUFSourceError(SourceError):
@@ -144,10 +148,12 @@ def checkpoint_dir(source: str) -> Path:
     """A safetensors checkpoint folder for the GGUF source, converting it on first use."""
     gguf = locate(source)
     target = cache_root() / "gguf" / f"{Path(gguf.name).stem}-{_fingerprint(gguf)}"
-    if all((target / f).is_file() for f in CACHE_FILES):
-        return target
-    log.info("first start: converting %s to a safetensors cache in %s (later starts read the cache)", source, target)
-    _convert(gguf, target)
+    with _converting:  # a second caller waits, then finds the cache the first one wrote
+        if all((target / f).is_file() for f in CACHE_FILES):
+            return target
+        log.info("first start: converting %s to a safetensors cache in %s (later starts read the cache)", source,
+                 target)
+        _convert(gguf, target)
     return target
 
 

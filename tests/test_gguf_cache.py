@@ -7,6 +7,7 @@ import hashlib
 import importlib
 import json
 import shutil
+import time
 import uuid
 from pathlib import Path
 
@@ -153,6 +154,22 @@ def test_converts_and_reuses_cache(site, tiny, monkeypatch, chunked):
         raise AssertionError("converted again")
     monkeypatch.setattr(gguf_cache, "_convert", no_convert)
     assert checkpoint_dir(source) == folder
+
+
+def test_two_threads_on_a_first_start_convert_once(site, tiny, monkeypatch):
+    """The model set asks for the base's folder from its tokenizer thread and its weights thread at once: one
+    converts, the other waits for that cache (two conversions at once left meta tensors and no cache)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    data, ids, expected = tiny
+    source = make_packages(site, data, chunked=True)
+    calls = []
+    real = gguf_cache._convert
+    monkeypatch.setattr(gguf_cache, "_convert", lambda g, t: (calls.append(t), time.sleep(0.2), real(g, t)))
+    with ThreadPoolExecutor(2) as pool:
+        folders = list(pool.map(lambda _: checkpoint_dir(source), range(2)))
+    assert folders[0] == folders[1] and calls == [folders[0]]
+    assert torch.allclose(cache_logits(folders[0], ids), expected, atol=1e-5)
 
 
 def test_interrupted_or_partial_cache_is_rebuilt(site, tiny, monkeypatch):
