@@ -9,15 +9,13 @@ in artifacts/ (browser-tr.png is the README's picture when refreshed by hand).
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.running_app import running_app
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "artifacts"
@@ -30,38 +28,12 @@ pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists() and not os.environ.g
                                 reason="Debian's chromium is not installed (make test installs it)")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server():
-    port = free_port()
-    ARTIFACTS.mkdir(exist_ok=True)
-    log = open(ARTIFACTS / "browser-app.log", "w")
     saved = tempfile.mkdtemp(prefix="harman-browser-saves-")  # a saved merge is a whole checkpoint
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HARMAN_GEN_MAX_NEW_TOKENS": "24", "HARMAN_SAVE_DIR": saved}
-    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, stdout=log,
-                            stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 600  # the first start converts the GGUF base (tens of seconds on 2 cores)
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"app.py exited with {proc.returncode}; see {log.name}")
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            break
-        except OSError:
-            time.sleep(1)
-    else:
-        proc.kill()
-        raise RuntimeError("app.py did not start in time")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
-    log.close()
+    env = {"HARMAN_GEN_MAX_NEW_TOKENS": "24", "HARMAN_SAVE_DIR": saved}
+    with running_app(log=ARTIFACTS / "browser-app.log", env=env) as url:
+        yield url
     shutil.rmtree(saved, ignore_errors=True)
 
 

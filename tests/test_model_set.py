@@ -163,24 +163,32 @@ def without_chat_template(dirs: dict, root) -> dict:
     return out
 
 
-def test_own_checkpoints_without_a_chat_template_answer_in_the_plain_format(gpt2_dirs, tmp_path):
-    """`python app.py --base X --model1 Y --model2 Z` with GPT-2 checkpoints: the format is resolved at load."""
+def test_own_checkpoints_without_a_chat_template_answer_on_the_page(gpt2_dirs, tmp_path):
+    """`python app.py --base X --model1 Y --model2 Z` with GPT-2 checkpoints (no chat template, as the seed's
+    turkish-gpt2 models ship): the format is resolved at load, and a question asked through the served page's
+    API is answered in every column."""
     import app
-    from models.comparison import Comparison, Request
-    from models.generation import GenerationSettings
-    from models.requests import Controls, merge_specs
+    from gradio_client import Client
+    from tests.running_app import running_app
 
     plain = without_chat_template(gpt2_dirs, tmp_path)
-    args = app.parse_args(["--base", str(plain["base"]), "--model1", str(plain["model1"]), "--model2",
-                           str(plain["model2"]), "--device", "cpu"])
-    ms = app.load_model_set(args)
+    sources = ["--base", str(plain["base"]), "--model1", str(plain["model1"]), "--model2", str(plain["model2"]),
+               "--device", "cpu"]
+    ms = app.load_model_set(app.parse_args(sources))
     assert ms.preset.prompt_format == "plain_qa"
     assert "prompt format plain_qa" in ms.summary() and "resolved to plain_qa" in ms.summary()
-    soup = merge_specs(Controls(question="q"))["soup"]
-    request = Request("Türkiye'nin başkenti neresidir?", ("model1", "soup"), {"soup": soup},
-                      GenerationSettings(max_new_tokens=4, greedy=True))
-    *_, last = Comparison(ms).run(request)
-    assert all(c.done and c.n_tokens for c in last.columns.values())
+    env = {"HARMAN_GEN_MAX_NEW_TOKENS": "4", "HARMAN_SAVE_DIR": str(tmp_path / "saved")}
+    with running_app(*sources, log=tmp_path / "app.log", env=env, timeout=300) as url:
+        client = Client(url, verbose=False)
+        try:
+            api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/compare"]
+            values = {p["parameter_name"]: p["parameter_default"] for p in api["parameters"]}
+            values["question"] = "Türkiye'nin başkenti neresidir?"
+            out = client.predict(*values.values(), api_name="/compare")
+        finally:
+            client.close()
+    answers = dict(zip(app.COLUMNS, out[1 + len(app.COLUMNS):1 + 2 * len(app.COLUMNS)]))
+    assert all(answers[c] for c in app.COLUMNS[:5]), answers
 
     forced = app.parse_args(["--base", str(plain["base"]), "--model1", str(plain["model1"]), "--model2",
                              str(plain["model2"]), "--device", "cpu", "--prompt-format", "chat_template"])
