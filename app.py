@@ -98,9 +98,9 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits()):
     from models.controls import CONTROLS, LINK_KEYS, SWEEPABLE, controls_at, from_values
     from models.requests import EXTRA_METHODS, RequestError, check_question, generation_settings, merge_specs
     from page import links, views
-    from page.tasks import TooMany, Visitors, background
+    from models.errors import Refusal
+    from page.tasks import Visitors, background
     from page.text import TEXT, language, say
-    from prompts.formats import PromptError
     from scoring import variants as scoring
     from scoring.heldout import HeldoutError, load_heldout
 
@@ -216,7 +216,9 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits()):
         outputs = [notes, *titles, *answers, *footers, reports]
 
         def refused(err, lang):
-            return gr.Error(f"{say(lang, 'error')}: {err}", title="harman")
+            """The error the visitor reads: why, in their language (a Refusal's own words, else the message)."""
+            return gr.Error(f"{say(lang, 'error')}: {err.text(lang) if isinstance(err, Refusal) else err}",
+                            title="harman")
 
         def compare(*args):
             """Answer the question with Model 1, Model 2 and every merge; stream all columns together."""
@@ -238,17 +240,16 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits()):
                         merged = {n: col.report for n, col in snap.columns.items() if col.report is not None}
                         yield [views.notes(snap, lang), *heading, *[col.text if col else "" for col in cols],
                                *[views.column_footer(col, c.question, lang) for col in cols], merged]
-            except (RequestError, PromptError, ValueError, TooMany) as err:
+            except ValueError as err:  # a Refusal, or a value the model code refuses
                 raise refused(err, lang) from None
 
         def open_heldout(path, n, lang):
             if path not in limits.heldout:
-                raise refused(f"held-out file {path!r} is not one this deployment offers: "
-                              f"{', '.join(limits.heldout)}", lang)
+                raise refused(Refusal("err_heldout_unknown", path=path, choices=", ".join(limits.heldout)), lang)
             try:
                 limit = int(n)
                 if not 2 <= limit <= limits.max_rows:
-                    raise ValueError(f"rows: {n} is outside the allowed range [2, {limits.max_rows}]")
+                    raise Refusal("err_rows", n=n, limit=limits.max_rows)
                 return load_heldout(path, limit=limit)
             except (HeldoutError, ValueError) as err:
                 raise refused(err, lang) from None
@@ -263,7 +264,7 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits()):
                                                   [gr.skip()] * n_outputs,
                                                   None if progress is None else
                                                   lambda f, what: progress(f, desc=what)))
-            except (RequestError, ValueError, TypeError, TooMany) as err:
+            except (ValueError, TypeError) as err:
                 raise refused(err, lang) from None
 
         def score(heldout_path, n_rows, *args):
@@ -325,9 +326,9 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits()):
             try:
                 specs = merge_specs(from_values(values))
                 if variant not in specs:
-                    raise RequestError(f"{variant}: no such merged column; choose an extra method first")
+                    raise RequestError("err_no_column", variant=variant)
                 return saving.recipe_yaml(model_set, specs[variant])
-            except (RequestError, ValueError) as err:
+            except ValueError as err:
                 raise refused(err, language(request)) from None
 
         def save_merged(variant, name, repo, kept_scores, *args):
@@ -344,12 +345,12 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits()):
                 saving.check_quota(Path(limits.save_dir), limits.max_saves)
                 specs = merge_specs(from_values(values))
                 if variant not in specs:
-                    raise RequestError(f"{variant}: no such merged column; choose an extra method first")
+                    raise RequestError("err_no_column", variant=variant)
                 recipe_text = saving.recipe_yaml(model_set, specs[variant])
                 with comparison.holding({variant: specs[variant]}, materialise=True) as held:
                     folder = saving.save_variant(model_set, held.variants[variant], Path(limits.save_dir), name,
                                                  recipe_text, scores=(kept_scores or {}).get(variant), label=variant)
-            except (RequestError, saving.SaveError, ValueError) as err:
+            except ValueError as err:
                 raise refused(err, lang) from None
             size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
             download = None
@@ -360,7 +361,7 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits()):
                 try:
                     status += " · " + say(lang, "pushed", url=saving.push_to_hub(folder, repo, limits.hub_token))
                 except saving.PushError as err:
-                    status += f" · ⚠️ {err}"
+                    status += f" · ⚠️ {err.text(lang)}"
             return status, download
 
         def stop(request: gr.Request):
@@ -516,7 +517,7 @@ def main(argv=None) -> int:
     # SLERP's angles and model stock's cosines, measured once for every tensor once the page is built (before,
     # the thread would only slow the page's own start).
     threading.Thread(target=comparison.warm, name="parent-figures", daemon=True).start()
-    page.queue(max_size=args.queue_size, default_concurrency_limit=args.concurrency)
+    queue_quietly(page.queue(max_size=args.queue_size, default_concurrency_limit=args.concurrency))
     auth = tuple(args.auth.split(":", 1)) if args.auth else None
     launch = dict(server_name=args.host, server_port=args.port, auth=auth, show_error=True, **options)
     if args.share:
@@ -527,6 +528,23 @@ def main(argv=None) -> int:
             log.warning("could not open a public share link (%s); serving locally only", err)
     page.launch(**launch)
     return 0
+
+
+# Gradio's queue looks for new events every millisecond and for progress to send every 10 ms while idle
+# (gradio/queueing.py: sleep_when_free, progress_update_sleep_when_free): 7% of one of a Space's two cores with
+# nobody on the page, measured per thread. Every 20 ms is still far below a token's time.
+IDLE_POLL_S = 0.02
+
+
+def queue_quietly(page):
+    """The page, its queue polling every IDLE_POLL_S while idle rather than every millisecond."""
+    queue = page._queue  # no public setting; tests/test_app.py checks the attributes are still Gradio's
+    for name in ("sleep_when_free", "progress_update_sleep_when_free"):
+        if not hasattr(queue, name):
+            log.warning("gradio's queue has no %s any more; its idle polling is left as it is", name)
+            continue
+        setattr(queue, name, max(getattr(queue, name), IDLE_POLL_S))
+    return page
 
 
 if __name__ == "__main__":

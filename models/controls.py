@@ -11,6 +11,8 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from models.errors import Refusal, Term
+
 
 @dataclass(frozen=True)
 class Control:
@@ -20,7 +22,6 @@ class Control:
     label: str  # key of the page text (page/text.py)
     link: str  # query key of a shared link
     group: str  # where the page shows it: "question" | "main" | "advanced" | "generation"
-    check: str = ""  # the control's name in error messages (English, as the API is)
     lo: float | None = None  # slider range; the server accepts [lo, hi], or (lo, hi] with lo_open
     hi: float | None = None  # None with a generation control: the preset's cap
     step: float | None = None
@@ -40,39 +41,34 @@ class Control:
 
 CONTROLS: tuple[Control, ...] = (
     Control("question", "text", "", "question", "q", "question"),
-    Control("soup_w1", "slider", 0.5, "soup_w1", "w1", "main", "soup w1", 0, 1, 0.05, merge="soup", sweep=True,
+    Control("soup_w1", "slider", 0.5, "soup_w1", "w1", "main", 0, 1, 0.05, merge="soup", sweep=True,
             sets=(("soup_w2", "complement"),)),
-    Control("soup_w2", "slider", 0.5, "soup_w2", "w2", "main", "soup w2", 0, 1, 0.05, merge="soup"),
-    Control("slerp_t", "slider", 0.5, "slerp_t", "t", "main", "SLERP t", 0, 1, 0.05, merge="slerp", sweep=True),
-    Control("ties_density", "slider", 0.5, "ties_density", "density", "main", "TIES density", 0.05, 1, 0.05,
-            lo_open=True, valid_lo=0, merge="ties", sweep=True,
-            sets=(("ties_density1", "same"), ("ties_density2", "same"))),
-    Control("ties_w1", "slider", 1.0, "ties_w1", "tw1", "advanced", "TIES weight (Model 1)", 0, 2, 0.05, merge="ties",
-            sweep=True),
-    Control("ties_w2", "slider", 1.0, "ties_w2", "tw2", "advanced", "TIES weight (Model 2)", 0, 2, 0.05, merge="ties"),
-    Control("ties_density1", "slider", None, "ties_d1", "td1", "advanced", "TIES density (Model 1)", 0.05, 1, 0.05,
-            lo_open=True, valid_lo=0, merge="ties", optional=True),
-    Control("ties_density2", "slider", None, "ties_d2", "td2", "advanced", "TIES density (Model 2)", 0.05, 1, 0.05,
-            lo_open=True, valid_lo=0, merge="ties", optional=True),
-    Control("ties_lambda", "slider", 1.0, "lambda", "lambda", "advanced", "lambda", 0, 2, 0.05, merge="ties",
-            sweep=True),
-    Control("slerp_attn_schedule", "text", "", "attn_schedule", "attn", "advanced", "SLERP attention schedule",
-            merge="slerp"),
-    Control("slerp_mlp_schedule", "text", "", "mlp_schedule", "mlp", "advanced", "SLERP MLP schedule",
-            merge="slerp"),
-    Control("extra_method", "dropdown", "", "extra_method", "extra", "advanced", "extra method", merge="extra"),
-    Control("extra_density", "slider", 0.5, "extra_density", "extra_density", "advanced", "extra density", 0.05, 1,
-            0.05, lo_open=True, valid_lo=0, merge="extra", sweep=True),
-    Control("max_new_tokens", "slider", 64, "max_new_tokens", "max_new_tokens", "generation", "max new tokens", 1,
-            None, 1, whole=True, preset=True),
-    Control("temperature", "slider", 0.7, "temperature", "temperature", "generation", "temperature", 0.05, 2, 0.05,
-            lo_open=True, valid_lo=0, preset=True),
-    Control("top_p", "slider", 0.9, "top_p", "top_p", "generation", "top-p", 0.05, 1, 0.05, lo_open=True,
+    Control("soup_w2", "slider", 0.5, "soup_w2", "w2", "main", 0, 1, 0.05, merge="soup"),
+    Control("slerp_t", "slider", 0.5, "slerp_t", "t", "main", 0, 1, 0.05, merge="slerp", sweep=True),
+    Control("ties_density", "slider", 0.5, "ties_density", "density", "main", 0.05, 1, 0.05, lo_open=True,
+            valid_lo=0, merge="ties", sweep=True, sets=(("ties_density1", "same"), ("ties_density2", "same"))),
+    Control("ties_w1", "slider", 1.0, "ties_w1", "tw1", "advanced", 0, 2, 0.05, merge="ties", sweep=True),
+    Control("ties_w2", "slider", 1.0, "ties_w2", "tw2", "advanced", 0, 2, 0.05, merge="ties"),
+    Control("ties_density1", "slider", None, "ties_d1", "td1", "advanced", 0.05, 1, 0.05, lo_open=True, valid_lo=0,
+            merge="ties", optional=True),
+    Control("ties_density2", "slider", None, "ties_d2", "td2", "advanced", 0.05, 1, 0.05, lo_open=True, valid_lo=0,
+            merge="ties", optional=True),
+    Control("ties_lambda", "slider", 1.0, "lambda", "lambda", "advanced", 0, 2, 0.05, merge="ties", sweep=True),
+    Control("slerp_attn_schedule", "text", "", "attn_schedule", "attn", "advanced", merge="slerp"),
+    Control("slerp_mlp_schedule", "text", "", "mlp_schedule", "mlp", "advanced", merge="slerp"),
+    Control("extra_method", "dropdown", "", "extra_method", "extra", "advanced", merge="extra"),
+    Control("extra_density", "slider", 0.5, "extra_density", "extra_density", "advanced", 0.05, 1, 0.05,
+            lo_open=True, valid_lo=0, merge="extra", sweep=True),
+    Control("max_new_tokens", "slider", 64, "max_new_tokens", "max_new_tokens", "generation", 1, None, 1,
+            whole=True, preset=True),
+    Control("temperature", "slider", 0.7, "temperature", "temperature", "generation", 0.05, 2, 0.05, lo_open=True,
             valid_lo=0, preset=True),
-    Control("repetition_penalty", "slider", 1.1, "repetition_penalty", "repetition_penalty", "generation",
-            "repetition penalty", 1, 2, 0.05, preset=True),
+    Control("top_p", "slider", 0.9, "top_p", "top_p", "generation", 0.05, 1, 0.05, lo_open=True, valid_lo=0,
+            preset=True),
+    Control("repetition_penalty", "slider", 1.1, "repetition_penalty", "repetition_penalty", "generation", 1, 2,
+            0.05, preset=True),
     Control("greedy", "checkbox", True, "greedy", "greedy", "generation", preset=True),
-    Control("seed", "number", 0, "seed", "seed", "generation", "seed", 0, 2**31 - 1, 1, whole=True, preset=True),
+    Control("seed", "number", 0, "seed", "seed", "generation", 0, 2**31 - 1, 1, whole=True, preset=True),
 )
 
 
@@ -116,19 +112,19 @@ def from_values(values) -> Controls:
     return Controls(**fields)
 
 
-def check_number(c: Control, value, cap: float | None = None) -> float:
-    """A slider or number value as the server accepts it; raises ValueError naming the control and the range."""
+def check_number(c: Control, value, cap: float | None = None, name: Term | None = None) -> float:
+    """A slider or number value as the server accepts it; raises a Refusal naming the control (``name``, by
+    default the control's own: page/text.py's ``name_<control>``) and the range."""
     lo, hi = c.bounds(cap)
-    name = c.check or c.name
+    name = name or Term(f"name_{c.name}")
     try:
         x = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{name}: expected a number, got {value!r}") from None
+        raise Refusal("err_number", name=name, value=value) from None
     if not math.isfinite(x):
-        raise ValueError(f"{name}: {value!r} is not a finite number")
+        raise Refusal("err_finite", name=name, value=value)
     if x > hi or x < lo or (c.lo_open and x == lo):
-        bracket = "(" if c.lo_open else "["
-        raise ValueError(f"{name}: {x:g} is outside the allowed range {bracket}{lo:g}, {hi:g}]")
+        raise Refusal("err_range", name=name, x=x, lo=lo, hi=hi, bracket="(" if c.lo_open else "[")
     if c.whole and x != int(x):
-        raise ValueError(f"{name}: expected a whole number, got {value!r}")
+        raise Refusal("err_whole", name=name, value=value)
     return int(x) if c.whole else x

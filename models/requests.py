@@ -10,6 +10,7 @@ import json
 
 from merging import MergeSpec
 from models.controls import BY_NAME, Control, Controls, check_number
+from models.errors import Refusal, Term
 from models.generation import GenerationSettings
 from models.presets import GenerationDefaults
 
@@ -21,55 +22,52 @@ ATTENTION_FILTER = "attn"
 MLP_FILTER = "mlp"
 
 
-class RequestError(ValueError):
+class RequestError(Refusal):
     """A control value the server refuses; the message names the control and the allowed range."""
 
 
-def _number(name: str, value, lo: float, hi: float, *, lo_open: bool = False) -> float:
-    """A number in [lo, hi] (or (lo, hi]), for values that are not a control of their own (schedule anchors)."""
-    return _value(Control(name, "slider", None, "", "", "", name, lo, hi, lo_open=lo_open), value)
-
-
-def _value(c: Control | str, value, cap: float | None = None):
+def _value(c: Control | str, value, cap: float | None = None, name: Term | None = None):
     """A control's value as the server accepts it (its range from models/controls.py)."""
     try:
-        return check_number(BY_NAME[c] if isinstance(c, str) else c, value, cap)
-    except ValueError as err:
-        raise RequestError(str(err)) from None
+        return check_number(BY_NAME[c] if isinstance(c, str) else c, value, cap, name)
+    except Refusal as err:
+        raise RequestError(err.key, **err.values) from None
 
 
-def parse_schedule(name: str, text: str) -> list[float] | None:
+def parse_schedule(control: str, text: str) -> list[float] | None:
     """A per-layer schedule in mergekit's list syntax, ``[0, 0.5, 1]``: anchors interpolated over the layers."""
     if not text or not text.strip():
         return None
+    name = Term(f"name_{control}")
     try:
         values = json.loads(text)
     except json.JSONDecodeError:
-        raise RequestError(f"{name}: {text!r} is not a list like [0, 0.5, 1]") from None
+        raise RequestError("err_schedule_syntax", name=name, text=text) from None
     if isinstance(values, (int, float)):
         values = [values]
     if not isinstance(values, list) or not values or len(values) > 64:
-        raise RequestError(f"{name}: expected a list of 1 to 64 numbers like [0, 0.5, 1], got {text!r}")
-    return [_number(f"{name}[{i}]", v, 0.0, 1.0) for i, v in enumerate(values)]
+        raise RequestError("err_schedule_length", name=name, text=text)
+    anchor = Control(control, "slider", None, "", "", "", 0.0, 1.0)  # each anchor is a t in [0, 1]
+    return [_value(anchor, v, name=Term(name.key, f"[{i}]")) for i, v in enumerate(values)]
 
 
 def merge_specs(c: Controls) -> dict[str, MergeSpec]:
     """The merge spec of every merged column these controls ask for."""
     w1, w2 = _value("soup_w1", c.soup_w1), _value("soup_w2", c.soup_w2)
     if w1 + w2 == 0:
-        raise RequestError("soup weights: w1 and w2 are both 0; give at least one model a weight above 0")
+        raise RequestError("err_soup_zero")
     t = _value("slerp_t", c.slerp_t)
     density = _value("ties_density", c.ties_density)
     d1 = density if c.ties_density1 is None else _value("ties_density1", c.ties_density1)
     d2 = density if c.ties_density2 is None else _value("ties_density2", c.ties_density2)
     tw1, tw2 = _value("ties_w1", c.ties_w1), _value("ties_w2", c.ties_w2)
     if tw1 + tw2 == 0:
-        raise RequestError("TIES weights: both are 0; give at least one model a weight above 0")
+        raise RequestError("err_ties_zero")
     lam = _value("ties_lambda", c.ties_lambda)
 
     t_value: object = t
-    attn = parse_schedule("SLERP attention schedule", c.slerp_attn_schedule)
-    mlp = parse_schedule("SLERP MLP schedule", c.slerp_mlp_schedule)
+    attn = parse_schedule("slerp_attn_schedule", c.slerp_attn_schedule)
+    mlp = parse_schedule("slerp_mlp_schedule", c.slerp_mlp_schedule)
     if attn or mlp:
         t_value = ([{"filter": ATTENTION_FILTER, "value": attn}] if attn else []) + (
             [{"filter": MLP_FILTER, "value": mlp}] if mlp else []) + [{"value": t}]
@@ -86,7 +84,7 @@ def merge_specs(c: Controls) -> dict[str, MergeSpec]:
     }
     if c.extra_method:
         if c.extra_method not in EXTRA_METHODS:
-            raise RequestError(f"extra method: {c.extra_method!r} is not one of {', '.join(EXTRA_METHODS)}")
+            raise RequestError("err_extra_method", method=c.extra_method, choices=", ".join(EXTRA_METHODS))
         specs["extra"] = extra_spec(c.extra_method, tw1, tw2, _value("extra_density", c.extra_density), lam,
                                     _value("seed", c.seed))
     return specs
@@ -115,14 +113,12 @@ def check_question(question: str, tokenizer, max_chars: int, max_tokens: int) ->
     """The question, refused (not cut) over the owner's limits: a huge question would fill the context and hold
     the shared decoding loop for minutes while every column prefills it."""
     if not isinstance(question, str):
-        raise RequestError(f"question: expected text, got {type(question).__name__}")
+        raise RequestError("err_question_type", kind=type(question).__name__)
     if len(question) > max_chars:
-        raise RequestError(f"question: {len(question)} characters is over this deployment's limit of {max_chars}; "
-                           "ask a shorter question")
+        raise RequestError("err_question_chars", n=len(question), limit=max_chars)
     tokens = len(tokenizer(question, add_special_tokens=False)["input_ids"])
     if tokens > max_tokens:
-        raise RequestError(f"question: {tokens} tokens is over this deployment's limit of {max_tokens}; "
-                           "ask a shorter question")
+        raise RequestError("err_question_tokens", n=tokens, limit=max_tokens)
     return question
 
 

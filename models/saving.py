@@ -20,25 +20,25 @@ from safetensors.torch import save_file
 
 from merging import to_mergekit_yaml
 from models import sources
+from models.errors import Refusal
 
 
-class SaveError(ValueError):
-    pass
+class SaveError(Refusal):
+    """A save refused before anything was written."""
 
 
-class PushError(RuntimeError):
+class PushError(Refusal):
     """The merge was saved but not pushed; the message says where the folder is."""
 
 
 def check_hub_repo(repo_id: str, token: str | None) -> None:
     """Refuse a push before anything is written: no token configured, or a repo id the Hub would reject."""
     if not token:
-        raise SaveError(f"pushing to {repo_id!r} needs a Hub token, and this deployment has none configured "
-                        "(the owner sets HF_TOKEN); leave the Hub repo empty to save locally only")
+        raise SaveError("err_hub_token", repo=repo_id)
     try:
         validate_repo_id(repo_id)
     except HFValidationError as err:
-        raise SaveError(f"Hub repo {repo_id!r} is not a valid repo id (owner/name): {err}") from None
+        raise SaveError("err_hub_repo", repo=repo_id, detail=str(err)) from None
 
 
 def push_to_hub(folder: Path, repo_id: str, token: str) -> str:
@@ -49,8 +49,7 @@ def push_to_hub(folder: Path, repo_id: str, token: str) -> str:
         api.upload_folder(repo_id=repo_id, folder_path=folder, repo_type="model",
                           commit_message=f"harman: upload {folder.name}")
     except Exception as err:  # network, auth, quota: all leave the saved folder as it is
-        raise PushError(f"saved at {folder}, but pushing it to the Hub repo {repo_id!r} failed: {err}. The folder "
-                        f"is kept; push it later with `hf upload {repo_id} {folder}`") from None
+        raise PushError("err_push", folder=folder, repo=repo_id, detail=str(err)) from None
     return str(url)
 
 
@@ -72,14 +71,13 @@ def recipe_yaml(model_set, spec) -> str:
 def target_folder(allowed_root: Path, name: str) -> Path:
     """The folder a save may write: inside the allowed root, new or empty."""
     if not name or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name):
-        raise SaveError(f"save name {name!r}: use 1-100 letters, digits, '.', '_' or '-', starting with a letter "
-                        "or digit (it becomes a folder name)")
+        raise SaveError("err_save_name", name=name)
     root = allowed_root.resolve()
     target = (root / name).resolve()
     if target.parent != root:
-        raise SaveError(f"save name {name!r} points outside the allowed directory {root}; nothing was written")
+        raise SaveError("err_save_outside", name=name, root=root)
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        raise SaveError(f"{target} already exists and is not empty; choose another name (nothing was overwritten)")
+        raise SaveError("err_save_exists", target=target)
     return target
 
 
@@ -88,8 +86,7 @@ def check_quota(allowed_root: Path, max_saves: int) -> None:
     root = allowed_root.resolve()
     saved = [d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")] if root.is_dir() else []
     if len(saved) >= max_saves:
-        raise SaveError(f"this deployment keeps at most {max_saves} saved merges and {root} holds {len(saved)}; "
-                        "the owner can remove some or raise --max-saves")
+        raise SaveError("err_save_quota", limit=max_saves, root=root, n=len(saved))
 
 
 def archive(folder: Path, downloads: Path, keep: int) -> Path:

@@ -10,6 +10,8 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from models.errors import Refusal
+
 
 class Visitors:
     """Per visitor (the page session): the cancel events of their running work, and how many requests run."""
@@ -51,9 +53,9 @@ class Visitors:
             return self._running.get(visitor, 0)
 
 
-class TooMany(Exception):
+class TooMany(Refusal):
     def __init__(self, limit: int):
-        super().__init__(f"this visitor already has {limit} requests running; wait for one to finish or stop it")
+        super().__init__("err_too_many", limit=limit)
         self.limit = limit
 
 

@@ -116,6 +116,119 @@ TEXT: dict[str, dict[str, str]] = {
 }
 
 
+# Why a request was refused (models/errors.py: Refusal), and the controls' names as those messages use them.
+REFUSALS: dict[str, dict[str, str]] = {
+    "tr": {
+        "name_soup_w1": "soup w1", "name_soup_w2": "soup w2", "name_slerp_t": "SLERP t",
+        "name_ties_density": "TIES yoğunluğu", "name_ties_w1": "TIES ağırlığı (Model 1)",
+        "name_ties_w2": "TIES ağırlığı (Model 2)", "name_ties_density1": "TIES yoğunluğu (Model 1)",
+        "name_ties_density2": "TIES yoğunluğu (Model 2)", "name_ties_lambda": "lambda",
+        "name_slerp_attn_schedule": "SLERP dikkat planı", "name_slerp_mlp_schedule": "SLERP MLP planı",
+        "name_extra_method": "ek yöntem", "name_extra_density": "ek yoğunluk",
+        "name_max_new_tokens": "en fazla yeni token", "name_temperature": "sıcaklık", "name_top_p": "top-p",
+        "name_repetition_penalty": "tekrar cezası", "name_seed": "tohum (seed)", "name_points": "nokta sayısı",
+        "err_number": "{name}: bir sayı bekleniyordu, gelen {value!r}",
+        "err_finite": "{name}: {value!r} sonlu bir sayı değil",
+        "err_range": "{name}: {x:g} izin verilen {bracket}{lo:g}, {hi:g}] aralığının dışında",
+        "err_whole": "{name}: bir tam sayı bekleniyordu, gelen {value!r}",
+        "err_schedule_syntax": "{name}: {text!r} [0, 0.5, 1] gibi bir liste değil",
+        "err_schedule_length": "{name}: [0, 0.5, 1] gibi 1 ile 64 arasında sayıdan oluşan bir liste bekleniyordu, "
+                               "gelen {text!r}",
+        "err_soup_zero": "soup ağırlıkları: w1 ve w2'nin ikisi de 0; en az bir modele 0'dan büyük bir ağırlık verin",
+        "err_ties_zero": "TIES ağırlıkları: ikisi de 0; en az bir modele 0'dan büyük bir ağırlık verin",
+        "err_extra_method": "ek yöntem: {method!r} şunlardan biri değil: {choices}",
+        "err_question_type": "soru: metin bekleniyordu, gelen {kind}",
+        "err_question_empty": "Soru boş: üretmeden önce bir soru yazın.",
+        "err_question_chars": "soru: {n} karakter, bu kurulumun {limit} karakterlik sınırını aşıyor; daha kısa bir "
+                              "soru sorun",
+        "err_question_tokens": "soru: {n} token, bu kurulumun {limit} tokenlik sınırını aşıyor; daha kısa bir soru "
+                               "sorun",
+        "err_no_chat_template": "istem biçimi 'chat_template' seçildi ama tokenizer'ın sohbet şablonu yok; "
+                                "--prompt-format plain_qa (ya da auto) kullanın veya hazır ayarda prompt_format "
+                                "belirleyin",
+        "err_unknown_format": "bilinmeyen istem biçimi {name!r}; şunlardan biri bekleniyordu: {choices}",
+        "err_no_room": "max_new_tokens={n}, {context} tokenlik bağlamda isteme yer bırakmıyor; en fazla yeni token "
+                       "sayısını düşürün.",
+        "err_no_column": "{variant}: böyle bir birleşim sütunu yok; önce bir ek yöntem seçin",
+        "err_cannot_score": "{columns} skorlanamaz: önce bir ek yöntem seçin",
+        "err_not_sweepable": "tarama: {parameter!r} harman'ın tarayabildiği bir parametre değil; şunlardan birini "
+                             "seçin: {choices}",
+        "err_sweep_extra": "tarama: extra_density ek sütuna ait; önce bir ek yöntem seçin",
+        "err_sweep_few": "{lo:g} ile {hi:g} arasında bir tarama en az 2 nokta ister, gelen {n}",
+        "err_sweep_many": "{n} noktalık bir tarama {cap} sınırını aşıyor: her nokta bir birleştirme ve bir held-out "
+                          "değerlendirmesidir; en fazla {cap} nokta isteyin",
+        "err_heldout_unknown": "held-out dosyası {path!r} bu kurulumun sunduklarından değil: {choices}",
+        "err_rows": "satır sayısı: {n} izin verilen [2, {limit}] aralığının dışında",
+        "err_too_many": "bu ziyaretçinin zaten {limit} isteği çalışıyor; birinin bitmesini bekleyin ya da durdurun",
+        "err_hub_token": "{repo!r} deposuna göndermek bir Hub token'ı ister ve bu kurulumda yok (sahibi HF_TOKEN "
+                         "ayarlar); yalnızca yerel kaydetmek için Hub deposunu boş bırakın",
+        "err_hub_repo": "Hub deposu {repo!r} geçerli bir depo kimliği (sahip/ad) değil: {detail}",
+        "err_save_name": "kayıt adı {name!r}: harf ya da rakamla başlayan 1-100 harf, rakam, '.', '_' veya '-' "
+                         "kullanın (klasör adı olur)",
+        "err_save_outside": "kayıt adı {name!r} izin verilen {root} klasörünün dışını gösteriyor; hiçbir şey "
+                            "yazılmadı",
+        "err_save_exists": "{target} zaten var ve boş değil; başka bir ad seçin (hiçbir şeyin üzerine yazılmadı)",
+        "err_save_quota": "bu kurulum en fazla {limit} kayıtlı birleşim tutar ve {root} {n} tane tutuyor; sahibi "
+                          "bazılarını silebilir ya da --max-saves değerini artırabilir",
+        "err_push": "{folder} klasörüne kaydedildi, ama Hub deposu {repo!r} için gönderim başarısız oldu: {detail}. "
+                    "Klasör duruyor; daha sonra `hf upload {repo} {folder}` ile gönderin",
+    },
+    "en": {
+        "name_soup_w1": "soup w1", "name_soup_w2": "soup w2", "name_slerp_t": "SLERP t",
+        "name_ties_density": "TIES density", "name_ties_w1": "TIES weight (Model 1)",
+        "name_ties_w2": "TIES weight (Model 2)", "name_ties_density1": "TIES density (Model 1)",
+        "name_ties_density2": "TIES density (Model 2)", "name_ties_lambda": "lambda",
+        "name_slerp_attn_schedule": "SLERP attention schedule", "name_slerp_mlp_schedule": "SLERP MLP schedule",
+        "name_extra_method": "extra method", "name_extra_density": "extra density",
+        "name_max_new_tokens": "max new tokens", "name_temperature": "temperature", "name_top_p": "top-p",
+        "name_repetition_penalty": "repetition penalty", "name_seed": "seed", "name_points": "points",
+        "err_number": "{name}: expected a number, got {value!r}",
+        "err_finite": "{name}: {value!r} is not a finite number",
+        "err_range": "{name}: {x:g} is outside the allowed range {bracket}{lo:g}, {hi:g}]",
+        "err_whole": "{name}: expected a whole number, got {value!r}",
+        "err_schedule_syntax": "{name}: {text!r} is not a list like [0, 0.5, 1]",
+        "err_schedule_length": "{name}: expected a list of 1 to 64 numbers like [0, 0.5, 1], got {text!r}",
+        "err_soup_zero": "soup weights: w1 and w2 are both 0; give at least one model a weight above 0",
+        "err_ties_zero": "TIES weights: both are 0; give at least one model a weight above 0",
+        "err_extra_method": "extra method: {method!r} is not one of {choices}",
+        "err_question_type": "question: expected text, got {kind}",
+        "err_question_empty": "The question is empty: type a question before generating.",
+        "err_question_chars": "question: {n} characters is over this deployment's limit of {limit}; ask a shorter "
+                              "question",
+        "err_question_tokens": "question: {n} tokens is over this deployment's limit of {limit}; ask a shorter "
+                               "question",
+        "err_no_chat_template": "prompt format 'chat_template' was chosen but the tokenizer has no chat template; "
+                                "use --prompt-format plain_qa (or auto), or set prompt_format in the preset",
+        "err_unknown_format": "unknown prompt format {name!r}; expected one of {choices}",
+        "err_no_room": "max_new_tokens={n} leaves no room for the prompt in a context of {context} tokens; lower max "
+                       "new tokens.",
+        "err_no_column": "{variant}: no such merged column; choose an extra method first",
+        "err_cannot_score": "cannot score {columns}: choose an extra method first",
+        "err_not_sweepable": "sweep: {parameter!r} is not a parameter harman can sweep; choose one of {choices}",
+        "err_sweep_extra": "sweep: extra_density belongs to the extra column; choose an extra method first",
+        "err_sweep_few": "a sweep from {lo:g} to {hi:g} needs at least 2 points, got n={n}",
+        "err_sweep_many": "a sweep of n={n} points is over the cap of {cap}: each point is a merge plus a held-out "
+                          "evaluation; ask for at most {cap} points",
+        "err_heldout_unknown": "held-out file {path!r} is not one this deployment offers: {choices}",
+        "err_rows": "rows: {n} is outside the allowed range [2, {limit}]",
+        "err_too_many": "this visitor already has {limit} requests running; wait for one to finish or stop it",
+        "err_hub_token": "pushing to {repo!r} needs a Hub token, and this deployment has none configured (the owner "
+                         "sets HF_TOKEN); leave the Hub repo empty to save locally only",
+        "err_hub_repo": "Hub repo {repo!r} is not a valid repo id (owner/name): {detail}",
+        "err_save_name": "save name {name!r}: use 1-100 letters, digits, '.', '_' or '-', starting with a letter or "
+                         "digit (it becomes a folder name)",
+        "err_save_outside": "save name {name!r} points outside the allowed directory {root}; nothing was written",
+        "err_save_exists": "{target} already exists and is not empty; choose another name (nothing was overwritten)",
+        "err_save_quota": "this deployment keeps at most {limit} saved merges and {root} holds {n}; the owner can "
+                          "remove some or raise --max-saves",
+        "err_push": "saved at {folder}, but pushing it to the Hub repo {repo!r} failed: {detail}. The folder is kept; "
+                    "push it later with `hf upload {repo} {folder}`",
+    },
+}
+for _lang in LANGUAGES:
+    TEXT[_lang].update(REFUSALS[_lang])
+
+
 def say(lang: str, key: str, **values) -> str:
     """The text ``key`` in the visitor's language, filled in."""
     return TEXT[lang if lang in TEXT else "en"][key].format(**values)

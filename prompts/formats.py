@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from models.errors import Refusal
+
 FORMATS = ("chat_template", "turkish_gpt2_instruct", "plain_qa")
 # ``auto``, for sources given on the command line: the chat template when the tokenizer has one, otherwise the
 # plain Soru/Cevap format; resolved once the tokenizer is loaded (``resolve``).
@@ -24,16 +26,15 @@ def resolve(format_name: str, tokenizer) -> str:
     if format_name == "auto":
         return "chat_template" if has_template else "plain_qa"
     if format_name == "chat_template" and not has_template:
-        raise PromptError("prompt format 'chat_template' was chosen but the tokenizer has no chat template; use "
-                          "--prompt-format plain_qa (or auto), or set prompt_format in the preset")
+        raise PromptError("err_no_chat_template")
     if format_name not in FORMATS:
-        raise PromptError(f"unknown prompt format {format_name!r}; expected one of {', '.join(CHOICES)}")
+        raise PromptError("err_unknown_format", name=format_name, choices=", ".join(CHOICES))
     return format_name
 
 TURKISH_GPT2_STOP = "<|stop|>"
 
 
-class PromptError(ValueError):
+class PromptError(Refusal):
     """A question that cannot become a prompt (empty, or a format the tokenizer cannot serve)."""
 
 
@@ -48,14 +49,11 @@ class Prompt:
 def render(format_name: str, question: str, tokenizer, system: str | None = None) -> str:
     """The prompt text for one question, ending where the model's answer begins."""
     if not isinstance(question, str) or not question.strip():
-        raise PromptError("The question is empty: type a question before generating.")
+        raise PromptError("err_question_empty")
     question = question.strip()
     if format_name == "chat_template":
         if not getattr(tokenizer, "chat_template", None):
-            raise PromptError(
-                "prompt format 'chat_template' was chosen but the tokenizer has no chat template; "
-                "pick 'plain_qa' or 'turkish_gpt2_instruct' in the preset."
-            )
+            raise PromptError("err_no_chat_template")
         messages = [{"role": "user", "content": question}]
         if system:
             messages.insert(0, {"role": "system", "content": system})
@@ -64,7 +62,7 @@ def render(format_name: str, question: str, tokenizer, system: str | None = None
         return f"### Kullanıcı:\n{question}\n### Asistan:\n"
     if format_name == "plain_qa":
         return f"Soru: {question}\nCevap:"
-    raise PromptError(f"unknown prompt format {format_name!r}; expected one of {', '.join(FORMATS)}")
+    raise PromptError("err_unknown_format", name=format_name, choices=", ".join(CHOICES))
 
 
 def stop_strings(format_name: str) -> tuple[str, ...]:
@@ -95,10 +93,7 @@ def build(format_name: str, question: str, tokenizer, max_context: int, max_new_
     ids = tokenizer(text, add_special_tokens=format_name != "chat_template")["input_ids"]
     budget = max_context - max_new_tokens
     if budget < 1:
-        raise PromptError(
-            f"max_new_tokens={max_new_tokens} leaves no room for the prompt in a context of "
-            f"{max_context} tokens; lower max new tokens."
-        )
+        raise PromptError("err_no_room", n=max_new_tokens, context=max_context)
     dropped = max(0, len(ids) - budget)
     return Prompt(
         ids=list(ids[dropped:]),

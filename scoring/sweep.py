@@ -9,6 +9,8 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from models.errors import Refusal
+
 
 @dataclass(frozen=True)
 class SweepResult:
@@ -20,12 +22,9 @@ class SweepResult:
 def linspace_points(lo: float, hi: float, n: int, cap: int) -> list[float]:
     """n evenly spaced values from lo to hi, both ends included."""
     if n < 2:
-        raise ValueError(f"a sweep from {lo} to {hi} needs at least 2 points, got n={n}")
+        raise Refusal("err_sweep_few", lo=lo, hi=hi, n=n)
     if n > cap:
-        raise ValueError(
-            f"a sweep of n={n} points is over the cap of {cap}: each point is a merge plus a held-out "
-            f"evaluation; ask for at most {cap} points"
-        )
+        raise Refusal("err_sweep_many", n=n, cap=cap)
     return [lo + (hi - lo) * i / (n - 1) for i in range(n)]
 
 

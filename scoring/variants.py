@@ -17,6 +17,7 @@ from typing import Callable
 from models.comparison import Comparison
 from models.generation import greedy_settings
 from models.controls import SWEEPABLE, Controls, controls_at
+from models.errors import Refusal
 from models.requests import RequestError, merge_specs
 from prompts import formats
 from scoring.heldout import HeldoutSet
@@ -67,7 +68,7 @@ def score_variants(comparison: Comparison, heldout: HeldoutSet, variants: list[s
     merged = {v: specs[v] for v in variants if v in specs}
     missing = [v for v in variants if v not in merged and v not in ("base", "model1", "model2")]
     if missing:
-        raise RequestError(f"cannot score {', '.join(missing)}: choose an extra method first")
+        raise RequestError("err_cannot_score", columns=", ".join(missing))
     prompts = prompt_texts(comparison, heldout)
     ms = comparison.model_set
     answers: dict[str, list[str]] = {v: [] for v in variants}
@@ -145,15 +146,14 @@ def sweep_parameter(comparison: Comparison, heldout: HeldoutSet, controls: Contr
     """Re-merge one column at evenly spaced values of one parameter and score each by held-out perplexity; with
     ``turkish``, also the Turkish check of the column's greedy answers (answers_turkish) at every point."""
     if parameter not in SWEEPABLE:
-        raise RequestError(f"sweep: {parameter!r} is not a parameter harman can sweep; choose one of "
-                           f"{', '.join(SWEEPABLE)}")
+        raise RequestError("err_not_sweepable", parameter=parameter, choices=", ".join(SWEEPABLE))
     variant, lo, hi = SWEEPABLE[parameter]
     if variant == "extra" and not controls.extra_method:
-        raise RequestError("sweep: extra_density belongs to the extra column; choose an extra method first")
+        raise RequestError("err_sweep_extra")
     try:
         values = linspace_points(lo, hi, points, cap)
-    except ValueError as err:
-        raise RequestError(str(err)) from None
+    except Refusal as err:
+        raise RequestError(err.key, **err.values) from None
     prompts = prompt_texts(comparison, heldout)
     figures: list[tuple[float, float, float]] = []
     with comparison.holding({}) as parents:

@@ -44,7 +44,9 @@ def served(tmp_path_factory):
                              "generation": {"max_new_tokens": 12, "max_new_tokens_cap": 64}}, "test")
     comparison = Comparison(model_set.load(preset))
     page, options = app.build_page(comparison, ["Türkiye'nin başkenti neresidir?"])
-    page.queue(max_size=16, default_concurrency_limit=4)
+    app.queue_quietly(page.queue(max_size=16, default_concurrency_limit=4))
+    queue = page._queue  # Gradio still has the settings app.py relaxes (else an idle server polls every 1 ms)
+    assert queue.sleep_when_free == queue.progress_update_sleep_when_free == app.IDLE_POLL_S
     _, url, _ = page.launch(prevent_thread_lock=True, quiet=True, show_error=True, **options)
     client = Client(url, verbose=False, headers={"Accept-Language": "tr-TR,tr;q=0.9"})
     yield client, comparison
@@ -182,14 +184,16 @@ def test_stop_event_ends_every_column_within_a_second(served):
     assert {c.finish_reason for c in last.columns.values()} <= {"stopped", "eos", "length"}
 
 
+# The served client asks in Turkish (Accept-Language: tr), so harman's refusals are Turkish; Gradio's own checks of
+# a slider's range run before the handler and stay in Gradio's English.
 @pytest.mark.parametrize("changes, message", [
-    ({"question": "   "}, "empty"),
-    ({"soup_w1": 0.0, "soup_w2": 0.0}, "both 0"),
+    ({"question": "   "}, "Soru boş"),
+    ({"soup_w1": 0.0, "soup_w2": 0.0}, "ikisi de 0"),
     # Gradio checks a slider's range before the handler runs; harman checks again (see test_requests.py).
     ({"slerp_t": 1.5}, "1.5 is greater than maximum value 1"),
     ({"slerp_t": "nan"}, "Expected a `float`"),
     ({"max_new_tokens": 10_000}, "10000 is greater than maximum value 64"),
-    ({"slerp_attn_schedule": "[0, oops]"}, "SLERP attention schedule"),
+    ({"slerp_attn_schedule": "[0, oops]"}, "SLERP dikkat planı"),
     ({"extra_method": "frankenmerge"}, "frankenmerge"),
 ])
 def test_bad_input_gets_a_message_and_the_app_keeps_serving(served, changes, message):
@@ -249,23 +253,23 @@ def test_score_sweep_export_and_save_endpoints(measured):
     status, download = client.predict("slerp", "tiny-slerp", "", *controls, api_name="/save_merged")
     assert "tiny-slerp" in status and download and (root / "saved" / "tiny-slerp" / "model.safetensors").is_file()
     # No Hub token on this deployment: a push is refused before anything is written.
-    with pytest.raises(Exception, match="needs a Hub token"):
+    with pytest.raises(Exception, match="Hub token'ı ister"):
         client.predict("slerp", "pushed", "someone/pushed", *controls, api_name="/save_merged")
     assert not (root / "saved" / "pushed").exists()
-    with pytest.raises(Exception, match="already exists and is not empty"):
+    with pytest.raises(Exception, match="zaten var ve boş değil"):
         client.predict("slerp", "tiny-slerp", "", *controls, api_name="/save_merged")
-    with pytest.raises(Exception, match="outside the allowed directory|use 1-100 letters"):
+    with pytest.raises(Exception, match="kayıt adı '../escape'"):
         client.predict("slerp", "../escape", "", *controls, api_name="/save_merged")
-    with pytest.raises(Exception, match="at most 7"):
+    with pytest.raises(Exception, match="en fazla 7 nokta"):
         client.predict(heldout, 3, "slerp_t", 50, False, *controls, api_name="/sweep")
-    with pytest.raises(Exception, match="not in the list of choices|is not one this deployment offers"):
+    with pytest.raises(Exception, match="not in the list of choices|bu kurulumun sunduklarından değil"):
         client.predict("/etc/passwd", 3, *controls, api_name="/score")
 
 
 def test_a_question_over_the_limit_is_refused_at_once_and_the_next_is_answered(served):
     client, _ = served
     started = time.perf_counter()
-    with pytest.raises(Exception, match="300000 characters is over this deployment's limit of 2000"):
+    with pytest.raises(Exception, match="300000 karakter, bu kurulumun 2000 karakterlik sınırını aşıyor"):
         client.predict(*{**DEFAULTS, "question": "Ankara " * 42_857 + "?"}.values(), api_name="/compare")
     assert time.perf_counter() - started < 5  # refused before anything is prefilled (it held the server 327 s)
     assert all(ask(client, question="Ankara nerededir?", max_new_tokens=4)[c] for c in app.COLUMNS[:5])
@@ -295,10 +299,10 @@ def test_one_visitors_stop_leaves_the_others_streaming(served, no_answer_cache):
 # bound or the choices, not the control's name); everything else is the server's RequestError, naming the control.
 @pytest.mark.parametrize("changes, names", [
     ({"slerp_t": "abc"}, "SLERP t|abc"), ({"soup_w1": 2.0}, "greater than maximum value 1"),
-    ({"soup_w1": 0.0, "soup_w2": 0.0}, "soup weights: w1 and w2 are both 0"),
+    ({"soup_w1": 0.0, "soup_w2": 0.0}, "soup ağırlıkları: w1 ve w2'nin ikisi de 0"),
     ({"ties_density": 0.0}, "less than minimum value 0.05"), ({"ties_lambda": -1.0}, "less than minimum value 0"),
-    ({"slerp_attn_schedule": "[0, oops]"}, "SLERP attention schedule"),
-    ({"slerp_mlp_schedule": "[2]"}, r"SLERP MLP schedule\[0\]: 2 is outside"),
+    ({"slerp_attn_schedule": "[0, oops]"}, "SLERP dikkat planı"),
+    ({"slerp_mlp_schedule": "[2]"}, r"SLERP MLP planı\[0\]: 2 izin verilen \[0, 1\] aralığının dışında"),
     ({"extra_method": "frankenmerge"}, "frankenmerge is not in the list of choices"),
     ({"max_new_tokens": 100_000}, "greater than maximum value 64"), ({"top_p": 0.0}, "less than minimum value 0.05"),
 ])
@@ -307,3 +311,25 @@ def test_a_bad_value_is_refused_naming_the_control_and_the_next_request_is_answe
     with pytest.raises(Exception, match=names):
         client.predict(*{**DEFAULTS, **changes}.values(), api_name="/compare")
     assert all(ask(client, question="Ankara nerededir?", max_new_tokens=4)[c] for c in app.COLUMNS[:5])
+
+
+# A refusal is told in the visitor's language, the control named as that language names it; the English one is
+# also what the logs and an API caller without a language get.
+@pytest.mark.parametrize("changes, turkish, english", [
+    ({"slerp_mlp_schedule": "[2]"}, r"İstek reddedildi: SLERP MLP planı\[0\]: 2 izin verilen \[0, 1\] aralığının",
+     r"Request refused: SLERP MLP schedule\[0\]: 2 is outside the allowed range \[0, 1\]"),
+    ({"ties_w1": 0.0, "ties_w2": 0.0}, "TIES ağırlıkları: ikisi de 0; en az bir modele",
+     "TIES weights: both are 0; give at least one model"),
+    ({"question": "Ankara " * 400}, "soru: 2800 karakter, bu kurulumun 2000 karakterlik sınırını aşıyor",
+     "question: 2800 characters is over this deployment's limit of 2000"),
+])
+def test_a_refusal_is_in_the_visitors_language(served, changes, turkish, english):
+    client, _ = served
+    with pytest.raises(Exception, match=turkish):
+        client.predict(*{**DEFAULTS, **changes}.values(), api_name="/compare")
+    visitor = Client(client.src, verbose=False, headers={"Accept-Language": "en-GB,en;q=0.8"})
+    try:
+        with pytest.raises(Exception, match=english):
+            visitor.predict(*{**DEFAULTS, **changes}.values(), api_name="/compare")
+    finally:
+        visitor.close()

@@ -25,6 +25,29 @@ def test_both_languages_have_every_entry_with_the_same_blanks():
     assert set(c.label for c in CONTROLS) <= set(TEXT["tr"])  # every control has a label in both
 
 
+def test_every_refusal_the_code_raises_has_words_in_both_languages():
+    """A refusal names a key of page/text.py; one without an entry would reach the visitor as a KeyError."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    code = "\n".join(p.read_text() for folder in ("models", "page", "prompts", "scoring", "merging")
+                     for p in (root / folder).glob("*.py")) + (root / "app.py").read_text()
+    keys = set(re.findall(r'"(err_\w+)"', code))
+    assert len(keys) > 30 and keys <= set(TEXT["tr"])
+    numbers = [c.name for c in CONTROLS if c.kind in ("slider", "number") or c.name.endswith("_schedule")]
+    assert {f"name_{n}" for n in numbers} <= set(TEXT["tr"])  # what check_number and schedules name them
+
+
+def test_a_refusal_speaks_the_visitors_language():
+    from models.errors import Refusal, Term
+
+    refusal = Refusal("err_range", name=Term("name_slerp_t"), x=1.5, lo=0.0, hi=1.0, bracket="[")
+    assert refusal.text("tr") == "SLERP t: 1.5 izin verilen [0, 1] aralığının dışında"
+    assert refusal.text("en") == str(refusal) == "SLERP t: 1.5 is outside the allowed range [0, 1]"
+    assert Refusal("err_sweep_extra").text("tr").startswith("tarama: extra_density ek sütuna ait")
+
+
 @pytest.mark.parametrize("header, lang", [("tr-TR,tr;q=0.9,en;q=0.8", "tr"), ("en-US,en;q=0.9", "en"),
                                           ("de-DE,tr;q=0.5", "tr"), ("", "en"), (None, "en")])
 def test_the_visitors_language_comes_from_the_request(header, lang):
@@ -92,7 +115,7 @@ def test_a_new_control_row_reaches_the_page_the_api_the_link_and_the_sweep_list(
     from scoring import variants
     from tests import tiny_models
 
-    row = Control("slerp_t_extra", "slider", 0.25, "slerp_t", "t2", "advanced", "SLERP t (extra)", 0, 1, 0.05,
+    row = Control("slerp_t_extra", "slider", 0.25, "slerp_t", "t2", "advanced", 0, 1, 0.05,
                   merge="slerp", sweep=True)
     rows = (*CONTROLS, row)
     derived = table.derive(rows)
