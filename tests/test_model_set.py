@@ -145,6 +145,22 @@ def test_check_command_fails_clearly_with_a_bad_source(gpt2_dirs):
     assert "harman: source" in done.stderr and "missing" in done.stderr and "no such folder" in done.stderr
 
 
+def test_serving_with_a_bad_source_says_which_and_exits(gpt2_dirs):
+    """`python app.py` (not --check) serves the page before the models load; a source that cannot load still
+    ends the process with the one-line message and exit status 2, not a traceback or a page that never answers."""
+    import os
+
+    from tests.running_app import free_port
+
+    preset = tiny_models.write_preset(gpt2_dirs["base"].parent / "p.yaml", gpt2_dirs)
+    done = subprocess.run([sys.executable, "app.py", "--preset", str(preset), "--port", str(free_port()),
+                           "--model2", str(gpt2_dirs["base"].parent / "missing")], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 2
+    assert "harman: source" in done.stderr and "no such folder" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def without_chat_template(dirs: dict, root) -> dict:
     """Copies of checkpoint folders whose tokenizers have no chat template, as GPT-2 checkpoints ship."""
     import json

@@ -141,3 +141,22 @@ def test_a_new_control_row_reaches_the_page_the_api_the_link_and_the_sweep_list(
     assert copy_link and "'t2'" in copy_link[0]  # the shared link carries it
     assert derived["Controls"](question="q").slerp_t_extra == 0.25
     assert table.from_values([*(c.default for c in CONTROLS), 0.75]).slerp_t_extra == 0.75
+
+
+def test_loading_hands_its_value_or_its_error_to_every_waiting_request():
+    started, errors = threading.Event(), []
+    loading = tasks.Loading(lambda: started.wait(5) and "models")
+    assert not loading.ready()
+    with pytest.raises(TimeoutError):
+        loading.get(timeout=0.01)
+    loading.start()
+    started.set()
+    assert loading.get(timeout=5) == "models" and loading.ready()
+
+    failing = tasks.Loading(lambda: 1 / 0, errors.append)
+    failing.start()
+    for _ in range(2):  # every request that waited gets the load's own error
+        with pytest.raises(ZeroDivisionError):
+            failing.get(timeout=5)
+    assert isinstance(errors[0], ZeroDivisionError)
+    assert tasks.Loading.done("ready").get(timeout=0) == "ready"
