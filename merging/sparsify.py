@@ -47,9 +47,10 @@ def survivors(numel: int, ranks: list[int]) -> int:
     return ranks[-1] - ranks[0] + 1 if len(ranks) > 1 else numel - ranks[0] + 1
 
 
-def trim(values: torch.Tensor, ranks: list[int], bounds: list[float], magnitude_sum: float | None) -> tuple[Keep, int]:
+def trim(numel: int, ranks: list[int], bounds: list[float], values: torch.Tensor | None = None,
+         magnitude_sum: float | None = None) -> tuple[Keep, int]:
     """Keeps the magnitudes from bounds[0] (the value at ranks[0]) up, or up to
-    bounds[1] as well; rescales when given the sum of all magnitudes. `values` are
+    bounds[1] as well; rescales when given the sum of all magnitudes and `values`,
     the task vector's magnitudes (scratch, in any order)."""
     if not ranks:
         return (lambda chunk, span: chunk.zero_()), 0
@@ -68,7 +69,7 @@ def trim(values: torch.Tensor, ranks: list[int], bounds: list[float], magnitude_
         band(chunk)
         return chunk.mul_(scale) if scale != 1.0 else chunk
 
-    return keep, survivors(values.numel(), ranks)
+    return keep, survivors(numel, ranks)
 
 
 def random(deltas: Deltas, numel: int, density: float, rescale: bool, generator) -> tuple[Keep, int]:

@@ -13,7 +13,7 @@ import torch
 
 from merging import checks, sparsify
 from merging.chunks import as_float32, chunk_size, flat, spans, total, whole_scratch
-from merging.selection import magnitudes, order_statistics
+from merging.selection import magnitude_bounds, magnitudes, order_statistics
 
 # mergekit's registry: how each method sparsifies, and whether signs are voted on.
 FAMILY = {
@@ -147,11 +147,15 @@ def _trims(kind, base, tensors, densities, gammas, rescale):
                 ranks = sparsify.magnitude_ranks(numel, density)
             else:
                 ranks = sparsify.outlier_ranks(numel, density, gamma)
-            values = magnitudes(source, base, buffer)
-            # Summed before selection reorders them, in the order mergekit sums them.
-            magnitude_sum = values.sum().item() if rescale else None
-            bounds = order_statistics(values, ranks)
-            result.append(sparsify.trim(values, ranks, bounds, magnitude_sum))
+            # Without rescaling only the bounds are needed, and one pass finds them (CPU, larger tensors).
+            bounds = None if rescale else magnitude_bounds(source, base, ranks)
+            values = magnitude_sum = None
+            if bounds is None:
+                values = magnitudes(source, base, buffer)
+                # Summed before selection reorders them, in the order mergekit sums them.
+                magnitude_sum = values.sum().item() if rescale else None
+                bounds = order_statistics(values, ranks)
+            result.append(sparsify.trim(numel, ranks, bounds, values, magnitude_sum))
     return result
 
 

@@ -132,7 +132,9 @@ def test_float32_matches_mergekit(method, arguments, shape):
     ("nuslerp", {"weight": [0.6, 0.2], "nuslerp_flatten": False, "nuslerp_row_wise": True}),
     ("task_arithmetic", {"weight": [0.3, 0.7], "normalize": True}),
     ("ties", {"weight": [1.0, 0.5], "density": [0.2, 0.9], "rescale": True}),
+    ("ties", {"weight": [0.6, 0.4], "density": 0.3}),
     ("dare_linear", {"weight": [0.5, 0.7], "density": 0.4}),
+    ("breadcrumbs", {"weight": [0.5, 0.5], "density": 0.8, "gamma": 0.05}),
     ("breadcrumbs_ties", {"weight": [0.7, 0.4], "density": 0.7, "gamma": 0.02, "rescale": True}),
     ("della_linear", {"weight": [0.5, 0.5], "density": 0.4, "epsilon": 0.15}),
     ("model_stock", {"filter_wise": True}),
@@ -255,6 +257,44 @@ def test_order_statistics_are_exact(ranks):
     values[::7] = values[3]  # ties too
     ordered = values.sort().values
     assert order_statistics(values.clone(), ranks) == [ordered[rank - 1].item() for rank in ranks]
+
+
+@pytest.mark.parametrize("ranks", [[1], [2000], [131072], [262143, 262144], [5, 200000]])
+def test_bracketed_order_statistics_are_exact(ranks):
+    """Above BRACKETED_FROM values a sample brackets each rank; ties and both ends included."""
+    from merging.selection import BRACKETED_FROM, order_statistics
+
+    values = torch.randn(262144, generator=torch.Generator().manual_seed(2)).abs()
+    values[::5] = values[11]
+    assert values.numel() >= BRACKETED_FROM
+    ordered = values.sort().values
+    assert order_statistics(values.clone(), ranks) == [ordered[rank - 1].item() for rank in ranks]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_one_pass_magnitude_bounds_equal_the_whole_selection(dtype):
+    from merging.selection import magnitude_bounds, magnitudes, order_statistics
+
+    base, first, _ = (t.to(dtype) for t in family(MULTI_CHUNK))
+    ranks = [1000, 200000]
+    whole = order_statistics(magnitudes(first, base, torch.empty(base.numel())), ranks)
+    assert magnitude_bounds(first, base, ranks) == whole
+
+
+def test_a_sample_that_misses_falls_back_to_the_whole_selection(monkeypatch):
+    """A sample of the smallest magnitudes only brackets the wrong values: the pass says so, and TIES and the
+    order statistics still come out exact."""
+    from merging import selection
+
+    base, first, second = family(MULTI_CHUNK)
+    smallest = (first - base).abs().reshape(-1).argsort()[:5000].numpy()
+    monkeypatch.setattr(selection, "_sample_positions", lambda size: smallest)
+    assert selection.magnitude_bounds(first, base, [200000]) is None
+    values = (first - base).abs().reshape(-1)
+    assert selection.order_statistics(values.clone(), [200000]) == [values.sort().values[199999].item()]
+    arguments = {"weight": [0.6, 0.4], "density": 0.3}
+    expected = theirs("ties", base, first, second, arguments)
+    assert_close(ours("ties", base, first, second, arguments), expected, "ties with a missing bracket")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
