@@ -85,17 +85,25 @@ def ask(client, controls) -> tuple[dict, float, list]:
     """One request: the answers, its wall time, and (time, tokens per column) at every update received."""
     started = time.perf_counter()
     job = client.submit(*api_values(controls), api_name="/compare")
-    updates, seen = [], 0
+    updates, seen, shown = [], 0, None
     while not job.done():
         outputs = job.outputs()
         for out in outputs[seen:]:
-            updates.append((time.perf_counter() - started, _tokens(out)))
+            shown = shown_after(shown, out)
+            updates.append((time.perf_counter() - started, _tokens(shown)))
         seen = len(outputs)
         time.sleep(0.02)
-    final = job.result()
+    final = shown_after(shown, job.result())
     wall = time.perf_counter() - started
     updates.append((wall, _tokens(final)))
     return dict(zip(COLUMNS, final[ANSWERS])), wall, updates
+
+
+def shown_after(shown: list | None, out) -> list:
+    """What the page shows after an update: an output sent as gr.skip() keeps its value."""
+    if shown is None:
+        shown = [None] * len(out)
+    return [old if isinstance(new, dict) and new.get("__type__") == "update" else new for old, new in zip(shown, out)]
 
 
 def _tokens(out) -> list[int]:
