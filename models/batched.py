@@ -109,7 +109,7 @@ class Rows:
     def terms(self, name: str, bank: torch.Tensor) -> list[tuple[tuple[int, float], ...]]:
         """Per row, the (slice, coefficient) pairs it sums for this tensor; equal slices merged into the first."""
         def make():
-            found: list[int] = []  # distinct slices of this tensor, in order of first use
+            found: list[int] = []  # distinct slices of this tensor, the lowest of each set of equal ones
 
             def canonical(s: int) -> int:
                 for first in found:
@@ -118,9 +118,14 @@ class Rows:
                 found.append(s)
                 return s
 
+            table = [((recipe, 1.0),) if not isinstance(recipe, Mix) else recipe.table[name]
+                     for recipe in self.recipes]
+            # Lowest first, whatever the rows' order: a batch whose first rows left (Model 1 ended early) still
+            # reads, and packs (_many_rows), the slice it read before, not a second copy of the same weights.
+            for s in sorted({s for pairs in table for s, _ in pairs}):
+                canonical(s)
             per_row = []
-            for recipe in self.recipes:
-                pairs = ((recipe, 1.0),) if not isinstance(recipe, Mix) else recipe.table[name]
+            for pairs in table:
                 summed: dict[int, float] = {}
                 for s, c in pairs:
                     s = canonical(s)
@@ -295,9 +300,10 @@ def _identical_slices(weight: torch.Tensor, slices: Sequence[int], same: dict | 
     same = {} if same is None else same
     groups: list[tuple[int, list[int]]] = []
     for row, s in enumerate(slices):
-        for first, members in groups:
+        for i, (first, members) in enumerate(groups):
             if _equal_slices(weight, first, s, same, versions):
                 members.append(row)
+                groups[i] = (min(first, s), members)  # the lowest, whichever row came first (Rows.terms)
                 break
         else:
             groups.append((s, [row]))

@@ -148,6 +148,7 @@ def test_slices_that_differ_are_not_grouped():
     assert batched._identical_slices(weight, [0, 1, 3]) == []  # 2 distinct slices for 3 rows
     assert batched._identical_slices(weight, [0, 1, 2, 3]) == [(0, [0, 2, 3]), (1, [1])]
     assert batched._identical_slices(weight, [0, 2, 3]) == [(0, [0, 1, 2])]
+    assert batched._identical_slices(weight, [3, 2, 0]) == [(0, [0, 1, 2])]  # the lowest slice, whatever the order
 
 
 def test_what_one_selection_found_equal_serves_the_next_of_the_same_generation():

@@ -78,6 +78,9 @@ def test_slices_equal_in_every_parent_are_read_once_for_every_row():
     groups = rows.groups(embedding, bank.tensors[embedding])
     assert [(s, m.tolist(), c.tolist()) for s, m, c in groups] == [(1, [0, 1, 2], [1.0, 1.0, 1.0])]
     assert len(rows.groups("model.layers.0.mlp.up_proj.weight", bank.tensors["model.layers.0.mlp.up_proj.weight"])) == 2
+    # Once Model 1's row has left, the rest still read (and pack) Model 1's slice, not a copy of the same in Model 2.
+    later = Rows([2, mix], "cpu")
+    assert [(s, m.tolist()) for s, m, _ in later.groups(embedding, bank.tensors[embedding])] == [(1, [0, 1])]
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "gemma3"])
