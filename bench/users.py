@@ -9,7 +9,10 @@ columns read one pool slice. Run B: every user also has its own TIES density, so
 whole materialised copy; its ratio is reported next to the one the bytes a decoding step reads predict.
 Then, in this process on the same model set: the slider-release figures (a SLERP change is merge-free: no merge,
 time to its first token) and bench.generate's merge-free rate for the five columns, against which one user's
-stream through the API is held. Prints one JSON line per measurement and a summary.
+stream through the API is held (median of three asks). The reference decodes the same work as the page: the
+page's prompt and stops, so each column ends at the same token (a column that ends early leaves the batch, and
+fewer rows make fewer tokens a second); its rate with every column run to the limit is printed beside it.
+Prints one JSON line per measurement and a summary.
 """
 
 from __future__ import annotations
@@ -149,8 +152,10 @@ def scenario(server, client, label: str, counts: list[int], new_tokens: int, own
         answers, wall = together(server, users[:n]) if n > 1 else ([alone[0][0]], alone[0][1])
         alone_mean = statistics.mean(a[1] for a in alone[:n])
         differ = [(i, c) for i in range(n) for c in COLUMNS if answers[i][c] != alone[i][0][c]]
+        slowest = max(a[1] for a in alone[:n])  # together ends with the longest answer: the ideal is its time
         row = {"bench": "users", "run": label, "users": n, "wall_s": round(wall, 2),
                "alone_mean_s": round(alone_mean, 2), "ratio": round(wall / alone_mean, 2),
+               "alone_slowest_s": round(slowest, 2), "ratio_to_slowest": round(wall / slowest, 2),
                "answers_differing_from_alone": differ}
         print(json.dumps(row), flush=True)
         rows.append(row)
@@ -186,12 +191,17 @@ def in_process(preset: str, new_tokens: int, users: list, own_ties_users: list) 
         if first_token is None and column.n_tokens:
             first_token = time.perf_counter() - started
     specs = {c: s for c, s in merge_specs(first).items() if c in ("soup", "slerp", "ties")}
-    settings = GenerationSettings(max_new_tokens=new_tokens, greedy=True)
-    prompt = comparison.prompt(first.question, new_tokens).ids
+    # The same work as the page's: its prompt, and its stops, so each column ends where it ends on the page (a
+    # column that ends early leaves the batch, and the rows that remain make fewer tokens a second).
+    prompt = comparison.prompt(first.question, new_tokens)
+    settings = GenerationSettings(max_new_tokens=new_tokens, greedy=True, eos_token_ids=prompt.eos_token_ids,
+                                  stop_strings=prompt.stop_strings)
     with comparison.holding(specs) as held:
         recipes = {**{c: ms.bank.index(c) for c in ("model1", "model2")}, **held.recipes}
-        run_mode(ms.bank, "merge-free", recipes, GenerationSettings(max_new_tokens=2, greedy=True), prompt)
-        rate = run_mode(ms.bank, "merge-free", recipes, settings, prompt)["decode_tokens_per_s"]
+        run_mode(ms.bank, "merge-free", recipes, GenerationSettings(max_new_tokens=2, greedy=True), prompt.ids)
+        same = run_mode(ms.bank, "merge-free", recipes, settings, prompt.ids, ms.tokenizer)
+        to_the_limit = run_mode(ms.bank, "merge-free", recipes, replace(settings, eos_token_ids=(), stop_strings=()),
+                                prompt.ids)
         one_user_bytes = step_bytes(ms.bank, [recipes[c] for c in COLUMNS])
     # Run B's prediction: every user's TIES slice is read besides the parents' (what equals a parent's is not).
     ties_specs = {f"ties{i}": merge_specs(u)["ties"] for i, u in enumerate(own_ties_users)}
@@ -206,7 +216,10 @@ def in_process(preset: str, new_tokens: int, users: list, own_ties_users: list) 
             many.update({f"ties{i}": s for i, s in enumerate(slices[:n])})
             predicted[n] = step_bytes(ms.bank, list(many.values()))
     return {"slerp_release_merge_ms": merge_ms, "slerp_release_first_token_s": first_token,
-            "bench_generate_merge_free_decode_tokens_per_s": rate, "one_user_step_bytes": one_user_bytes,
+            "bench_generate_merge_free_decode_tokens_per_s": same["decode_tokens_per_s"],
+            "bench_generate_tokens_per_column": [len(same["token_ids"][c]) for c in COLUMNS],
+            "bench_generate_to_the_limit_decode_tokens_per_s": to_the_limit["decode_tokens_per_s"],
+            "one_user_step_bytes": one_user_bytes,
             "own_ties_predicted_ratio": {n: b / predicted[1] for n, b in predicted.items()}}
 
 
@@ -223,7 +236,9 @@ def main(argv=None) -> None:
         ask(client, replace(user_controls(0, 8, True), question="Isınma sorusu?"))  # warm-up: packing, figures
         shared, _ = scenario(server, client, "A: own soup and SLERP", args.users, args.new_tokens, own_ties=False)
         own, _ = scenario(server, client, "B: own TIES density too", args.users, args.new_tokens, own_ties=True)
-        one_user_stream = stream_rate(ask(client, user_controls(0, args.new_tokens, False))[2])
+        streams = [ask(client, user_controls(0, args.new_tokens, False))[2] for _ in range(3)]
+        one_user_stream = statistics.median(stream_rate(updates) for updates in streams)
+        api_tokens = streams[-1][-1][1]
         client.close()
     finally:
         server.stop()
@@ -233,10 +248,16 @@ def main(argv=None) -> None:
                "threads": 2, "load_average": os.getloadavg()[0],
                "shared_ties": {r["users"]: r["ratio"] for r in shared},
                "own_ties": {r["users"]: r["ratio"] for r in own},
+               "shared_ties_to_slowest": {r["users"]: r["ratio_to_slowest"] for r in shared},
+               "own_ties_to_slowest": {r["users"]: r["ratio_to_slowest"] for r in own},
                "own_ties_predicted": figures["own_ties_predicted_ratio"],
                "answers_differing": sum(len(r["answers_differing_from_alone"]) for r in shared + own),
                "api_stream_decode_tokens_per_s": one_user_stream,
+               "api_stream_tokens_per_column": api_tokens,
                "bench_generate_decode_tokens_per_s": figures["bench_generate_merge_free_decode_tokens_per_s"],
+               "bench_generate_tokens_per_column": figures["bench_generate_tokens_per_column"],
+               "bench_generate_to_the_limit_decode_tokens_per_s":
+                   figures["bench_generate_to_the_limit_decode_tokens_per_s"],
                "api_over_bench": one_user_stream / figures["bench_generate_merge_free_decode_tokens_per_s"],
                "slerp_release_merge_ms": figures["slerp_release_merge_ms"],
                "slerp_release_first_token_s": figures["slerp_release_first_token_s"]}
