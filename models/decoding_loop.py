@@ -29,6 +29,7 @@ from models.bank import WeightBank
 from models.batched import Recipe, Rows, batched_model, selected_rows
 from models.generation import GenerationResult, GenerationSettings, Streamer, _choose, _finish, _Row, _Run, \
     _stop_reason
+from models.threads import parallel
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,7 @@ class DecodingLoop:
     # The loop thread
 
     def _loop(self) -> None:
+        parallel()  # the server's one long-lived thread on every core (models/threads.py)
         while True:
             with self._cond:
                 while not self._pending and not self._members:

@@ -19,6 +19,8 @@ from collections.abc import Callable, Hashable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from models.threads import in_parallel_thread
+
 
 class PoolTooSmall(ValueError):
     """A request asks for more distinct materialised merges than the pool has slices."""
@@ -122,7 +124,7 @@ class SlotPool:
                 return None
         self._written(slot.variant)
         try:
-            report = self._merge(slot.variant, spec)
+            report = in_parallel_thread(lambda: self._merge(slot.variant, spec), "harman-merge")
         except BaseException:
             with self._cond:
                 slot.spec = slot.writing = None  # partly written: the next merge rewrites it whole
