@@ -1,7 +1,7 @@
 """Many colleagues on one link: 1, 3 and 6 users through the public API of a running server, each with its own
 question and its own soup and SLERP settings (greedy, 48 new tokens), against each user alone.
 
-    python -m bench.users [--preset default] [--users 1 3 6] [--new-tokens 48]
+    python -m bench.users [--preset default] [--users 1 3 6] [--new-tokens 48] [--stream-only]
 
 The server is ``python app.py`` with the answer cache off (every column of every request decodes) and a pool
 large enough for every user's own TIES slot. Run A: the users share the page's TIES density, so their TIES
@@ -145,6 +145,8 @@ def stream_rate(updates: list) -> float:
 
 def scenario(server, client, label: str, counts: list[int], new_tokens: int, own_ties: bool) -> list[dict]:
     users = [user_controls(i, new_tokens, own_ties) for i in range(max(counts))]
+    for u in users:  # each user's merges made once, so that neither the alone nor the together times hold them
+        ask(client, replace(u, max_new_tokens=2))
     alone = [ask(client, u) for u in users]
     print(json.dumps({"bench": "users", "run": label, "alone_s": [round(a[1], 2) for a in alone]}), flush=True)
     rows = []
@@ -172,11 +174,38 @@ def in_process(preset: str, new_tokens: int, users: list, own_ties_users: list) 
     from models.generation import GenerationSettings
     from models.requests import generation_settings, merge_specs
 
+    from models.threads import confine, in_parallel_thread
+
+    # Threads as the server has them (models/threads.py): this one on one core; the load, the reference and the
+    # decoding loop each on both, and never two of them alive at once.
     torch.set_num_threads(2)
-    ms = model_set.load(presets.load(preset), pool=len(own_ties_users) + 1)
-    comparison = Comparison(ms)
-    comparison.warm()
+    confine()
+
+    def load():
+        ms = model_set.load(presets.load(preset), pool=len(own_ties_users) + 1)
+        comparison = Comparison(ms)
+        comparison.warm()
+        return ms, comparison
+
+    ms, comparison = in_parallel_thread(load)
     first = users[0]
+    specs = {c: s for c, s in merge_specs(first).items() if c in ("soup", "slerp", "ties")}
+    # The same work as the page's: its prompt, and its stops, so each column ends where it ends on the page (a
+    # column that ends early leaves the batch, and the rows that remain make fewer tokens a second).
+    prompt = comparison.prompt(first.question, new_tokens)
+    settings = GenerationSettings(max_new_tokens=new_tokens, greedy=True, eos_token_ids=prompt.eos_token_ids,
+                                  stop_strings=prompt.stop_strings)
+
+    def reference():
+        with comparison.holding(specs) as held:
+            recipes = {**{c: ms.bank.index(c) for c in ("model1", "model2")}, **held.recipes}
+            run_mode(ms.bank, "merge-free", recipes, GenerationSettings(max_new_tokens=2, greedy=True), prompt.ids)
+            same = run_mode(ms.bank, "merge-free", recipes, settings, prompt.ids, ms.tokenizer)
+            to_the_limit = run_mode(ms.bank, "merge-free", recipes,
+                                    replace(settings, eos_token_ids=(), stop_strings=()), prompt.ids)
+            return same, to_the_limit, step_bytes(ms.bank, [recipes[c] for c in COLUMNS])
+
+    same, to_the_limit, one_user_bytes = in_parallel_thread(reference)  # before the decoding loop starts
 
     def request(c):
         return Request(c.question, COLUMNS, merge_specs(c), generation_settings(c, ms.preset.generation))
@@ -190,19 +219,8 @@ def in_process(preset: str, new_tokens: int, users: list, own_ties_users: list) 
         merge_ms = column.merge_ms
         if first_token is None and column.n_tokens:
             first_token = time.perf_counter() - started
-    specs = {c: s for c, s in merge_specs(first).items() if c in ("soup", "slerp", "ties")}
-    # The same work as the page's: its prompt, and its stops, so each column ends where it ends on the page (a
-    # column that ends early leaves the batch, and the rows that remain make fewer tokens a second).
-    prompt = comparison.prompt(first.question, new_tokens)
-    settings = GenerationSettings(max_new_tokens=new_tokens, greedy=True, eos_token_ids=prompt.eos_token_ids,
-                                  stop_strings=prompt.stop_strings)
-    with comparison.holding(specs) as held:
-        recipes = {**{c: ms.bank.index(c) for c in ("model1", "model2")}, **held.recipes}
-        run_mode(ms.bank, "merge-free", recipes, GenerationSettings(max_new_tokens=2, greedy=True), prompt.ids)
-        same = run_mode(ms.bank, "merge-free", recipes, settings, prompt.ids, ms.tokenizer)
-        to_the_limit = run_mode(ms.bank, "merge-free", recipes, replace(settings, eos_token_ids=(), stop_strings=()),
-                                prompt.ids)
-        one_user_bytes = step_bytes(ms.bank, [recipes[c] for c in COLUMNS])
+    with comparison.holding({c: specs[c] for c in ("soup", "slerp")}) as held:
+        mixes = held.recipes
     # Run B's prediction: every user's TIES slice is read besides the parents' (what equals a parent's is not).
     ties_specs = {f"ties{i}": merge_specs(u)["ties"] for i, u in enumerate(own_ties_users)}
     with comparison.holding(ties_specs) as held:
@@ -212,7 +230,7 @@ def in_process(preset: str, new_tokens: int, users: list, own_ties_users: list) 
             if n > len(slices):
                 continue
             many = {"model1": ms.bank.index("model1"), "model2": ms.bank.index("model2"),
-                    "soup": recipes["soup"], "slerp": recipes["slerp"]}
+                    "soup": mixes["soup"], "slerp": mixes["slerp"]}
             many.update({f"ties{i}": s for i, s in enumerate(slices[:n])})
             predicted[n] = step_bytes(ms.bank, list(many.values()))
     return {"slerp_release_merge_ms": merge_ms, "slerp_release_first_token_s": first_token,
@@ -228,14 +246,19 @@ def main(argv=None) -> None:
     parser.add_argument("--preset", default="default")
     parser.add_argument("--users", type=int, nargs="+", default=[1, 3, 6])
     parser.add_argument("--new-tokens", type=int, default=48)
+    parser.add_argument("--stream-only", action="store_true",
+                        help="only one user's stream on a freshly started server, against the same work in process")
     args = parser.parse_args(argv)
-    most = max(args.users)
+    most = 1 if args.stream_only else max(args.users)
     server = Server(args.preset, pool=most + 1)
+    shared, own = [], []
     try:
         client = server.client()
         ask(client, replace(user_controls(0, 8, True), question="Isınma sorusu?"))  # warm-up: packing, figures
-        shared, _ = scenario(server, client, "A: own soup and SLERP", args.users, args.new_tokens, own_ties=False)
-        own, _ = scenario(server, client, "B: own TIES density too", args.users, args.new_tokens, own_ties=True)
+        ask(client, replace(user_controls(0, 2, False)))  # the first user's merges
+        if not args.stream_only:
+            shared, _ = scenario(server, client, "A: own soup and SLERP", args.users, args.new_tokens, False)
+            own, _ = scenario(server, client, "B: own TIES density too", args.users, args.new_tokens, True)
         streams = [ask(client, user_controls(0, args.new_tokens, False))[2] for _ in range(3)]
         one_user_stream = statistics.median(stream_rate(updates) for updates in streams)
         api_tokens = streams[-1][-1][1]
