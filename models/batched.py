@@ -331,21 +331,23 @@ def _shared_product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     return out if bias is None else out.add_(bias)
 
 
-# A slice read by this many rows at once, of at least PACKED_BYTES, that never changes, is multiplied through a
-# copy packed for oneDNN on CPUs: MKL's product of a handful of rows with a wide weight (Gemma's 262k-token head
-# is 671 MB in float32) is bound by arithmetic, not memory, and read the head at 12.8 GB/s for 5 rows and 6.4 for
-# 10 where one row read it at 28 (the memory's speed); the packed copy read it at 26.6 and 21.0. The copy is made
-# once per slice, on first use, and only for the parents' slices, which nothing writes.
-PACKED_ROWS = 4
-PACKED_BYTES = 64 * 2**20
+# A slice read by this many rows at once, of at least this many bytes, that never changes, is multiplied through
+# a copy packed for oneDNN on CPUs: MKL's product of several rows with a weight is bound by arithmetic, not memory.
+# Gemma's 262k-token head (671 MB in float32) read at 12.8 GB/s for 5 rows and 6.4 for 10 where one row read it at
+# 28 (the memory's speed); the packed copy read it at 26.6 and 21.0. The copy is made once per slice, on first use,
+# and only for the parents' slices, which nothing writes. A layer's weights (2048 x 640, 5 MB) are not packed:
+# they read at 25.5, 20.6, 13.6, 11.2 and 5.9 GB/s for 1, 3, 6, 9 and 18 rows, packed at 20.7, 17.1, 18.4, 16.4
+# and 12.8, but packing them from 6 rows (several users at once) took six users' answers from 15.3 to 14.5 s,
+# within the noise, for 0.35 GiB more per parent slice (bench.users, docs/benchmarks.md).
+PACKED = ((4, 64 * 2**20),)  # (rows at least, bytes at least)
 _packed_lock = threading.Lock()
 
 
 def _many_rows(x: torch.Tensor, weight: torch.Tensor, s: int, stored: bool, frozen: int) -> torch.Tensor:
     """x [k, in] times nn.Linear slice s of the bank [out, in], read once for all k rows: [k, out]."""
     w = weight[s]
-    if len(x) >= PACKED_ROWS and s < frozen and x.device.type == "cpu" and w.numel() * w.element_size() >= \
-            PACKED_BYTES and x.dtype == torch.float32:
+    if s < frozen and x.device.type == "cpu" and x.dtype == torch.float32 and any(
+            len(x) >= rows and w.numel() * w.element_size() >= size for rows, size in PACKED):
         packed = _packed_slice(weight, s)
         if packed is not None:
             return torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")

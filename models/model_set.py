@@ -13,6 +13,7 @@ import torch
 
 from models import compat, sources
 from models.bank import WeightBank
+from models.batched import PACKED
 from models.presets import Preset, PresetError
 from prompts import formats
 
@@ -59,11 +60,22 @@ class ModelSet:
             f"+ {len(self.bank.variants) - 3} pool slices for materialised merges (TIES, DARE, ...) up to "
             f"{(len(self.bank.variants) - 3) * self.bank.slice_nbytes / 2**30:.2f} GiB, written when first used; "
             f"soup, SLERP, task arithmetic, model stock, NuSLERP: no copy",
+            *self._packed_line(),
             f"tokenizer     {len(self.tokenizer)} tokens, context {self.max_context}, prompt format {p.prompt_format}",
             f"loaded in     {self.load_seconds:.1f} s",
         ]
         lines += [f"note          {n}" for n in self.notes]
         return "\n".join(lines)
+
+    def _packed_line(self) -> list[str]:
+        """The oneDNN-packed copies a CPU decoding in float32 may add (models/batched.py: PACKED)."""
+        if torch.device(self.device).type != "cpu" or self.dtype != torch.float32:
+            return []
+        sizes = [t[0].numel() * t.element_size() for t in self.bank.tensors.values()]
+        parts = [f"{sum(n for n in sizes if n >= least) / 2**30:.2f} GiB of tensors of {least / 2**20:.0f} MiB "
+                 f"or more read by {rows}+ rows" for rows, least in PACKED]
+        return [f"packed (CPU)  per parent slice read by many rows at once, made when first needed: "
+                + ", ".join(parts)]
 
 
 def load(preset: Preset, pool: int = POOL_SIZE) -> ModelSet:

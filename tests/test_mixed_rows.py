@@ -105,8 +105,7 @@ def test_bfloat16_mixed_rows_are_as_close_to_the_float32_merge_as_the_bfloat16_m
 @pytest.mark.parametrize("arch", ["gpt2", "gemma3"])
 def test_rows_sharing_a_parents_slice_through_the_packed_product_answer_alike(arch, monkeypatch):
     """On CPUs a slice that many rows read at once (a LoRA pair's head) is multiplied through a oneDNN-packed copy."""
-    monkeypatch.setattr(batched, "PACKED_BYTES", 0)
-    monkeypatch.setattr(batched, "PACKED_ROWS", 2)
+    monkeypatch.setattr(batched, "PACKED", ((2, 0),))
     bank, _ = tiny_bank(arch)
     layers = bank.template.config.num_hidden_layers
     spec = MergeSpec.from_dict(SPECS["soup"])
