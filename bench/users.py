@@ -203,9 +203,11 @@ def in_process(preset: str, new_tokens: int, users: list, own_ties_users: list) 
             same = run_mode(ms.bank, "merge-free", recipes, settings, prompt.ids, ms.tokenizer)
             to_the_limit = run_mode(ms.bank, "merge-free", recipes,
                                     replace(settings, eos_token_ids=(), stop_strings=()), prompt.ids)
-            return same, to_the_limit, step_bytes(ms.bank, [recipes[c] for c in COLUMNS])
+            return same, to_the_limit, step_bytes(ms.bank, [recipes[c] for c in COLUMNS]), \
+                {c: recipes[c] for c in ("soup", "slerp")}
 
-    same, to_the_limit, one_user_bytes = in_parallel_thread(reference)  # before the decoding loop starts
+    # Before the decoding loop starts; Soup and SLERP are coefficient rows, which need no slice held.
+    same, to_the_limit, one_user_bytes, mixes = in_parallel_thread(reference)
 
     def request(c):
         return Request(c.question, COLUMNS, merge_specs(c), generation_settings(c, ms.preset.generation))
@@ -219,8 +221,6 @@ def in_process(preset: str, new_tokens: int, users: list, own_ties_users: list) 
         merge_ms = column.merge_ms
         if first_token is None and column.n_tokens:
             first_token = time.perf_counter() - started
-    with comparison.holding({c: specs[c] for c in ("soup", "slerp")}) as held:
-        mixes = held.recipes
     # Run B's prediction: every user's TIES slice is read besides the parents' (what equals a parent's is not).
     ties_specs = {f"ties{i}": merge_specs(u)["ties"] for i, u in enumerate(own_ties_users)}
     with comparison.holding(ties_specs) as held:
@@ -255,8 +255,9 @@ def main(argv=None) -> None:
     try:
         client = server.client()
         ask(client, replace(user_controls(0, 8, True), question="Isınma sorusu?"))  # warm-up: packing, figures
-        ask(client, replace(user_controls(0, 2, False)))  # the first user's merges
-        if not args.stream_only:
+        if args.stream_only:
+            ask(client, user_controls(0, 2, False))  # the user's merges, made before the timing as scenario() does
+        else:
             shared, _ = scenario(server, client, "A: own soup and SLERP", args.users, args.new_tokens, False)
             own, _ = scenario(server, client, "B: own TIES density too", args.users, args.new_tokens, True)
         streams = [ask(client, user_controls(0, args.new_tokens, False))[2] for _ in range(3)]
