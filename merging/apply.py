@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from merging import task_vectors
 from merging.methods import METHODS, PER_MODEL, REQUIRED, Method
 from merging.parents import ParentStats, parent_stats
 from merging.schedule import evaluate, layer_index, layer_position
@@ -97,13 +98,14 @@ class MergeTarget:
         self._keys: dict[str, tuple] = {}
         self._tensors: dict[str, dict] = {}
         self._parents = {} if parents is None else parents
+        self._untouched: dict[str, bool] = {}  # tensor name -> every model's tensor is the base's
 
     def merge(self, spec: MergeSpec) -> MergeReport | None:
         """Apply `spec`; None when that rewrites nothing."""
         if spec == self.spec:
             return None
         start = time.perf_counter()
-        jobs = plan(self.dest, self.base, self.models, spec, self.num_layers, self._parents)
+        jobs = plan(self.dest, self.base, self.models, spec, self.num_layers, self._parents, self._untouched)
         stale = [job for job in jobs if self._keys.get(job.name) != job.key]
         # Until every stale tensor is written this target holds no spec: a merge that fails part-way must not
         # leave it claiming the old one, or the next merge of the old spec would find "nothing changed".
@@ -122,8 +124,9 @@ class MergeTarget:
         return summarize(spec.method, tensors, (time.perf_counter() - start) * 1e3, len(stale))
 
 
-def plan(dest, base, models, spec: MergeSpec, num_layers: int, parents=None) -> list[_Job]:
-    """Resolve and check every tensor's merge; nothing is written."""
+def plan(dest, base, models, spec: MergeSpec, num_layers: int, parents=None, untouched=None) -> list[_Job]:
+    """Resolve and check every tensor's merge; nothing is written. `parents` and `untouched` keep what is
+    measured of parents that do not change between merges (their statistics; whether they equal the base)."""
     method = METHODS[spec.method]
     _check_models(method, spec, base, models)
     jobs = []
@@ -133,7 +136,9 @@ def plan(dest, base, models, spec: MergeSpec, num_layers: int, parents=None) -> 
         parameters = resolve(spec, method, name, layer_position(name, num_layers), len(models))
         seed = _tensor_seed(spec.seed, name) if method.random and spec.seed is not None else None
         measured = _cached(parents, name, inputs) if method.parents and parents is not None else None
-        _, run = method.prepare(name, out, origin, inputs, parameters, seed=seed, parents=measured)
+        same = _cached_untouched(untouched, name, origin, inputs) if untouched is not None and origin is not None \
+            else None
+        _, run = method.prepare(name, out, origin, inputs, parameters, seed=seed, parents=measured, untouched=same)
         key = (spec.method, tuple(sorted((k, _hashable(v)) for k, v in parameters.items())), seed)
         jobs.append(_Job(name, key, run))
     return jobs
@@ -192,6 +197,15 @@ def _cached(parents: dict, name: str, inputs) -> Callable[[], ParentStats]:
         if name not in parents:
             parents[name] = parent_stats(inputs)
         return parents[name]
+
+    return lookup
+
+
+def _cached_untouched(known: dict, name: str, origin, inputs) -> Callable[[], bool]:
+    def lookup() -> bool:
+        if name not in known:
+            known[name] = task_vectors.equal_to_base(origin, inputs)
+        return known[name]
 
     return lookup
 

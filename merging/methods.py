@@ -26,10 +26,11 @@ class Method:
     parents: bool  # merges faster given the parents' statistics (ParentStats)
     defaults: dict  # YAML parameter name -> default, or REQUIRED
 
-    def prepare(self, name, dest, base, models, parameters: dict, seed=None, parents=None):
+    def prepare(self, name, dest, base, models, parameters: dict, seed=None, parents=None, untouched=None):
         """Check one tensor's merge; return the destination and the function doing it.
 
-        `parameters` are keyed by YAML name and already resolved to scalars."""
+        `parameters` are keyed by YAML name and already resolved to scalars; `untouched` (the task-vector
+        family) says whether every model's tensor is the base's."""
         keywords = {_PYTHON_NAMES.get(key, key): value for key, value in parameters.items()}
         if self.random:
             keywords["seed"] = seed
@@ -41,7 +42,7 @@ class Method:
             return interpolation.prepare_nuslerp(name, models[0], models[1], base, dest, **keywords)
         if self.name == "model_stock":
             return model_stock.prepare(name, base, models, dest, **keywords)
-        return task_vectors.prepare(self.name, name, base, models, dest, **keywords)
+        return task_vectors.prepare(self.name, name, base, models, dest, untouched=untouched, **keywords)
 
 
 def _defaults(function: Callable) -> dict:

@@ -46,9 +46,12 @@ def prepare(
     gamma=0.01,
     epsilon=0.15,
     seed: int | None = None,
+    untouched: Callable[[], bool] | None = None,
 ) -> tuple[torch.Tensor, Callable[[dict | None], None]]:
     """Check everything for one tensor; return the destination and a function that
-    merges into it (taking an optional dict for diagnostics)."""
+    merges into it (taking an optional dict for diagnostics). `untouched`, when given,
+    says whether every fine-tune's tensor is bitwise the base's (a MergeTarget finds
+    that once for parents it serves), instead of comparing them on every run."""
     kind, votes = FAMILY[method]
     if base is None:
         raise ValueError(f"{name}: {method} merges task vectors relative to a base model; give one")
@@ -71,7 +74,7 @@ def prepare(
     out = checks.output(name, out, [base, *tensors])
 
     def run(stats: dict | None) -> None:
-        if kind in UNTOUCHED_SHORTCUT and all(torch.equal(t, base) for t in tensors):
+        if kind in UNTOUCHED_SHORTCUT and (untouched() if untouched else equal_to_base(base, tensors)):
             _untouched(out, base, densities, gammas, kind, count, stats)
             return
         size = chunk_size(base.device)
@@ -90,6 +93,10 @@ def prepare(
 # Sparsifications whose survivor count does not depend on the values, so a tensor that no fine-tune changed can
 # skip the work (a LoRA pair leaves embeddings and norms as they were: a fifth of the default model).
 UNTOUCHED_SHORTCUT = (None, "magnitude", "magnitude_outliers")
+
+
+def equal_to_base(base: torch.Tensor, tensors: Sequence[torch.Tensor]) -> bool:
+    return all(torch.equal(t, base) for t in tensors)
 
 
 def _untouched(out, base, densities, gammas, kind, count, stats) -> None:
