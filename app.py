@@ -147,11 +147,13 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits(), prese
                     components[c.name] = component(c)
         notes = gr.Markdown(elem_id="notes")
         titles, answers, footers = [], [], []
-        with gr.Row(equal_height=True):
+        # Not of equal height: stretched columns share out the spare height between title, answer and footer,
+        # and the answers then start at different heights, as their footers differ.
+        with gr.Row(equal_height=False):
             for name in COLUMNS:
                 with gr.Column(min_width=180, visible=name != "extra", elem_id=f"col-{name}") as col:
                     titles.append(gr.Markdown(elem_id=f"title-{name}", elem_classes=["column-title"]))
-                    answers.append(gr.Textbox(show_label=False, lines=8, max_lines=24, interactive=False,
+                    answers.append(gr.Textbox(show_label=False, container=False, lines=8, max_lines=24, interactive=False,
                                               buttons=["copy"], elem_id=f"answer-{name}"))
                     footers.append(gr.Markdown(elem_id=f"footer-{name}"))
                 if name == "extra":
@@ -188,8 +190,8 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits(), prese
                         sweep_turkish = gr.Checkbox(False, label=i18n("sweep_turkish"), elem_id="sweep_turkish")
                         sweep_btn = gr.Button(i18n("run_sweep"), elem_id="run_sweep")
                     sweep_plot = gr.LinePlot(x="value", y="perplexity", color="series", elem_id="sweep_plot")
-                    sweep_turkish_plot = gr.LinePlot(x="value", y="share", color="series",
-                                                     elem_id="sweep_turkish_plot")
+                    sweep_turkish_plot = gr.LinePlot(x="value", y="share", color="series", visible=False,
+                                                     elem_id="sweep_turkish_plot")  # shown when asked for
                     sweep_best = gr.Markdown(elem_id="sweep_best")
                     with gr.Row():
                         apply_best_btn = gr.Button(i18n("apply_best"), elem_id="apply_best")
@@ -202,15 +204,15 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits(), prese
                     with gr.Row():
                         export_variant = gr.Dropdown([("Soup", "soup"), ("SLERP", "slerp"), ("TIES", "ties"),
                                                       ("extra", "extra")], value="slerp", label=i18n("export_variant"))
-                        export_btn = gr.Button(i18n("mergekit_config"), elem_id="export")
-                    recipe = gr.Code(language="yaml", label="mergekit config", elem_id="recipe")
+                        export_btn = gr.Button(i18n("export_button"), elem_id="export")
+                    recipe = gr.Code(language="yaml", label=i18n("mergekit_config"), elem_id="recipe")
                     with gr.Row():
                         save_name = gr.Textbox(label=i18n("save_name"), elem_id="save_name")
                         hub_repo = gr.Textbox(label=i18n("hub_repo"), placeholder="user/harman-slerp",
                                               visible=bool(limits.hub_token), elem_id="hub_repo")
                         save_btn = gr.Button(i18n("save"), elem_id="save")
                     save_status = gr.Markdown(elem_id="save_status")
-                    save_file = gr.File(label=i18n("download"))
+                    save_file = gr.File(label=i18n("download"), visible=False, elem_id="save_file")
         best_point = gr.State(None)  # (parameter, value) of this visitor's last sweep
         reports = gr.State({})  # this visitor's latest merge diagnostics, column -> report
         scores = gr.State({})  # this visitor's latest held-out scores, column -> {metric: value}
@@ -221,8 +223,10 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits(), prese
 
         def refused(err, lang):
             """The error the visitor reads: why, in their language (a Refusal's own words, else the message)."""
+            # An ordinary refusal is the visitor's to read, not a server fault: no traceback in the log.
+            log.info("refused: %s", err)
             return gr.Error(f"{say(lang, 'error')}: {err.text(lang) if isinstance(err, Refusal) else err}",
-                            title="harman")
+                            title="harman", print_exception=False)
 
         def compare(*args):
             """Answer the question with Model 1, Model 2 and every merge; stream all columns together."""
@@ -242,7 +246,7 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits(), prese
                     columns = tuple(n for n in COLUMNS if n != "extra" or c.extra_method)
                     snapshots = comparison.run(Request(c.question, columns, specs, settings))
                     first = next(snapshots)
-                    heading = [views.column_title(n, model_set, c, lang) for n in COLUMNS]
+                    heading = [views.column_title(n, preset, c, lang) for n in COLUMNS]
                     for snap in _chain(first, snapshots):
                         cols = [snap.columns.get(n) for n in COLUMNS]
                         merged = {n: col.report for n, col in snap.columns.items() if col.report is not None}
@@ -271,7 +275,8 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits(), prese
                     return (yield from background(lambda report: work(cancel, report), cancel,
                                                   [gr.skip()] * n_outputs,
                                                   None if progress is None else
-                                                  lambda f, what: progress(f, desc=what)))
+                                                  lambda f, what: progress(f, desc=what and views.progress_text(
+                                                      what, preset, lang))))
             except (ValueError, TypeError) as err:
                 raise refused(err, lang) from None
 
@@ -284,11 +289,14 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits(), prese
             wanted = [n for n in COLUMNS if n != "extra" or c.extra_method]
             result = yield from measured(lambda cancel, report: scoring.score_variants(
                 comparison, data, wanted, c, c.max_new_tokens, cancel, report), 4, request, progress)
-            table = pd.DataFrame([{"variant": r.variant, "perplexity": round(r.perplexity, 3),
-                                   **{k: round(v, 4) for k, v in r.metrics.items()}} for r in result])
+            headers, rows = views.score_table(result, preset, lang, c.extra_method)
+            table = pd.DataFrame(rows, columns=headers)
+            names_in_order = [row[0] for row in rows]
+            plot = gr.BarPlot(table, x=headers[0], y=headers[1], sort=names_in_order, y_lim=[0, None],
+                              x_title=say(lang, "col_column"), y_title=headers[1])
             answered = min((r.rows for r in result), default=0)
             note = say(lang, "scores_stopped", n=answered) if answered < len(data.rows) else ""
-            yield table, table, note, {r.variant: {"perplexity": r.perplexity, **r.metrics} for r in result}
+            yield table, plot, note, {r.variant: {"perplexity": r.perplexity, **r.metrics} for r in result}
 
         def sweep(heldout_path, n_rows, parameter, points, turkish_curve, *args):
             """Re-merge one column at evenly spaced values of a parameter; plot held-out perplexity and, if asked,
@@ -302,7 +310,14 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits(), prese
                 turkish=bool(turkish_curve)), 5, request, progress)
             curve, note, best = views.sweep_rows(outcome, preset, lang)
             second = pd.DataFrame(views.turkish_rows(outcome, preset, lang), columns=["value", "share", "series"])
-            yield pd.DataFrame(curve, columns=["value", "perplexity", "series"]), note, best, gr.skip(), second
+            # The swept range with a margin, so that a best point at either end is not drawn on the axis.
+            lo, hi = SWEEPABLE[parameter][1:]
+            x = dict(x_lim=[lo - 0.03 * (hi - lo), hi + 0.03 * (hi - lo)], x_title=say(lang, f"name_{parameter}"),
+                     color_title=" ")
+            yield (gr.LinePlot(pd.DataFrame(curve, columns=["value", "perplexity", "series"]), y_title="perplexity",
+                               **x),
+                   note, best, gr.skip(),
+                   gr.LinePlot(second, y_title=say(lang, "axis_share"), visible=bool(turkish_curve), **x))
 
         def apply_best(point, *values):
             """Move the swept control's slider, and the controls it sets, to the best point."""
@@ -328,8 +343,11 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits(), prese
 
         def show_diagnostics(latest, request: gr.Request):
             lang = language(request)
+            angles = pd.DataFrame(views.angle_rows(latest or {}), columns=["layer", "angle"])
+            last = int(angles["layer"].max()) if len(angles) else 1
             return (views.diagnostics_markdown(latest or {}, lang),
-                    pd.DataFrame(views.angle_rows(latest or {}), columns=["layer", "angle"]))
+                    gr.LinePlot(angles, x_title=say(lang, "axis_layer"), y_title=say(lang, "axis_angle"),
+                                x_lim=[0, last]))
 
         def export_mergekit(variant, *args):
             """The mergekit-yaml config that reproduces this column's merge exactly."""
@@ -367,31 +385,43 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits(), prese
                 raise refused(err, lang) from None
             size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
             download = None
+            status = say(lang, "saved", folder=folder, mb=size / 2**20)
             if size <= limits.download_mb * 2**20:
                 download = str(saving.archive(folder, Path(limits.save_dir) / ".downloads", limits.keep_archives))
-            status = say(lang, "saved", folder=folder, mb=size / 2**20)
+            else:
+                status += " · " + say(lang, "download_too_big", mb=size / 2**20, limit=limits.download_mb)
             if repo:
                 try:
                     status += " · " + say(lang, "pushed", url=saving.push_to_hub(folder, repo, limits.hub_token))
                 except saving.PushError as err:
                     status += f" · ⚠️ {err.text(lang)}"
-            return status, download
+            return status, gr.File(download, visible=download is not None)
 
         def stop(request: gr.Request):
             """This visitor's Stop: their scores, sweeps and greedy soups stop and show what they measured."""
             visitors.stop(getattr(request, "session_hash", None) or "api")
 
         def restore(request: gr.Request):
-            """Fill the controls from a shared link's query; keep the page's values for missing keys."""
+            """Fill the controls from a shared link's query (keep the page's values for missing keys), and title
+            the columns before the first answer."""
             query = dict(request.query_params) if request else {}
             values = links.values_from_query(query, defaults, gr.skip())
-            return [*values, bool(query.get(LINK_KEYS[0], "").strip())]
+            shown = from_values([defaults[n] if isinstance(v, dict) else v for n, v in zip(names, values)])
+            lang = language(request)
+            try:
+                heading = [views.column_title(n, preset, shown, lang) for n in COLUMNS]
+            except (TypeError, ValueError, ZeroDivisionError):  # a link's odd value: its own error comes on compare
+                heading = [views.column_title(n, preset, from_values([defaults[k] for k in names]), lang)
+                           for n in COLUMNS]
+            return [*values, bool(query.get(LINK_KEYS[0], "").strip()), *heading]
 
         def compare_if_shared(from_link, *args):
             """Answer a shared link's question on opening. Only then: a question typed before the page finished
             loading is the user's own and is answered by their Enter, not a second time here."""
             if from_link:
                 yield from compare(*args)
+            else:  # a generator that yields nothing would clear its outputs (the titles restore just wrote)
+                yield [gr.skip()] * len(outputs)
 
         run = dict(fn=with_inputs(compare, names), inputs=controls, outputs=outputs, show_progress="hidden")
         generate_event = generate_btn.click(**run, api_name="compare")
@@ -410,7 +440,7 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits(), prese
         copy_btn.click(None, inputs=controls, outputs=link, js=COPY_LINK_JS % list(LINK_KEYS),
                        api_visibility="private")
         opened_with_question = gr.State(False)
-        shared_event = page.load(restore, None, [*controls, opened_with_question], api_visibility="private",
+        shared_event = page.load(restore, None, [*controls, opened_with_question, *titles], api_visibility="private",
                                  queue=False).then(with_inputs(compare_if_shared, ["from_link", *names]),
                                                    [opened_with_question, *controls], outputs,
                                                    api_visibility="private", show_progress="hidden")

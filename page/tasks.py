@@ -60,15 +60,16 @@ class TooMany(Refusal):
         self.limit = limit
 
 
-def background(work: Callable[[Callable[[float, str], None]], object], cancel: threading.Event, idle,
-               progress: Callable[[float, str], None] | None = None, poll: float = 0.25):
+def background(work: Callable[[Callable[[float, object], None]], object], cancel: threading.Event, idle,
+               progress: Callable[[float, object], None] | None = None, poll: float = 0.25):
     """Run ``work(report)`` in a thread; yield ``idle`` while it runs; return its result (re-raise its error).
+    ``progress`` gets the fraction and what the work last reported (None before its first report).
 
     A closed generator (a closed tab) sets ``cancel`` and waits a moment for the work to let go of what it holds.
     """
-    state, out = {"fraction": 0.0, "what": ""}, {}
+    state, out = {"fraction": 0.0, "what": None}, {}
 
-    def report(fraction: float, what: str) -> None:
+    def report(fraction: float, what) -> None:
         state.update(fraction=fraction, what=what)
 
     def target():

@@ -9,12 +9,18 @@ from page.text import say
 from scoring import turkish
 
 METHOD_NAMES = {"soup": "Soup", "slerp": "SLERP", "ties": "TIES"}
+# How an answer ended, as its footer says it ("eos" and "stop_string" are both a finished answer).
+FINISHED = {"stopped": "stopped", "length": "length"}
+# The Scores table's columns: the figures that are shares (0-1) are shown as percentages.
+SCORE_COLUMNS = ("perplexity", "chrf", "bleu", "rouge_l", "exact_match", "token_f1", "turkish_words",
+                 "repeated_3grams")
+SHARES = ("turkish_words", "repeated_3grams")
 
 
-def column_title(name: str, model_set, controls, lang: str) -> str:
+def column_title(name: str, preset, controls, lang: str) -> str:
     """The column's name and the merge parameters it currently shows, on one line."""
     if name in ("model1", "model2"):
-        return f"**{parent_label(model_set.preset, name, lang)}**"
+        return f"**{parent_label(preset, name, lang)}**"
     if name == "soup":
         total = (controls.soup_w1 + controls.soup_w2) or 1.0
         return f"**Soup** · w {controls.soup_w1 / total:.2f}/{controls.soup_w2 / total:.2f}"
@@ -33,6 +39,15 @@ def column_title(name: str, model_set, controls, lang: str) -> str:
             parts.append(f"λ {controls.ties_lambda:.2f}")
         return "**TIES** · " + " · ".join(parts)
     return f"**{controls.extra_method or say(lang, 'title_extra')}** · {density} {controls.extra_density:.2f}"
+
+
+def column_name(name: str, preset, lang: str, extra_method: str = "") -> str:
+    """A column's short name, as tables, progress and plots use it."""
+    if name in ("model1", "model2"):
+        return parent_label(preset, name, lang)
+    if name == "extra":
+        return extra_method or say(lang, "title_extra")
+    return METHOD_NAMES.get(name, name)
 
 
 def parent_label(preset, name: str, lang: str) -> str:
@@ -55,10 +70,13 @@ def column_footer(column, question: str, lang: str) -> str:
     elif column.merge_ms is not None:
         parts.append(say(lang, "merge_ms", ms=column.merge_ms) if column.merge_ms else say(lang, "merge_same"))
     if column.done:
-        parts.append(say(lang, "stopped" if column.finish_reason == "stopped" else "done"))
+        parts.append(say(lang, FINISHED.get(column.finish_reason, "done")))
         check = turkish.check(column.text, question)
-        if check.word_share is not None:
-            parts.append(say(lang, "turkish_words", share=100 * check.word_share))
+        if check.word_share is None:
+            parts.append(say(lang, "no_own_words"))
+        else:  # with the count: one misspelt word of one is 0%, and should read as one word
+            parts.append(say(lang, "turkish_words", share=100 * check.word_share, n=check.words_checked,
+                             valid=round(check.word_share * check.words_checked)))
         parts.append(say(lang, "repeated", share=100 * check.repeated_share))
     brief = brief_diagnostics(column.report, lang)
     return " · ".join(parts) + (f"\n\n<small>{brief}</small>" if brief else "")
@@ -121,6 +139,32 @@ def angle_rows(reports: dict) -> list[dict]:
     return [{"layer": layer, "angle": angle} for layer, angle in sorted(by_layer.items())]
 
 
+def score_table(result, preset, lang: str, extra_method: str = "") -> tuple[list[str], list[list]]:
+    """The Scores table: a row per column under its page name, headers in the visitor's language; shares as
+    percentages, like the footers; a metric the held-out set does not give (EM and F1 outside QA) left out."""
+    present = [m for m in SCORE_COLUMNS if m == "perplexity" or any(m in r.metrics for r in result)]
+    rows = []
+    for r in result:
+        figures = {"perplexity": r.perplexity, **r.metrics}
+        row = [column_name(r.variant, preset, lang, extra_method)]
+        for metric in present:
+            value = figures.get(metric, math.nan)
+            row.append(round(100 * value, 1) if metric in SHARES else round(value, 3 if metric == "perplexity" else 2))
+        rows.append(row)
+    return [say(lang, "col_column"), *(say(lang, f"col_{m}") for m in present)], rows
+
+
+def progress_text(what, preset, lang: str, extra_method: str = "") -> str:
+    """A score's or sweep's progress line, from scoring's (key, values)."""
+    key, values = what
+    values = dict(values)
+    if "column" in values:
+        values["column"] = column_name(values["column"], preset, lang, extra_method)
+    if "parameter" in values:
+        values["parameter"] = say(lang, f"name_{values['parameter']}")
+    return say(lang, key, **values)
+
+
 def notes(snapshot, lang: str) -> str:
     parts = [say(lang, "dropped", n=snapshot.dropped_tokens)] if snapshot.dropped_tokens else []
     return " ".join(parts + [say(lang, "waiting") for n in snapshot.notes if n == "waiting"])
@@ -130,7 +174,8 @@ def sweep_rows(outcome, preset, lang: str) -> tuple[list[dict], str, tuple | Non
     """The sweep's perplexity curve (the parents as flat lines, the best point as a vertical line), the note
     under it, and the best point for apply-best (None when stopped before any point)."""
     parameter = outcome.parameter
-    curve = [{"value": v, "perplexity": p, "series": parameter} for v, p in outcome.result.points]
+    swept = say(lang, f"name_{parameter}")
+    curve = [{"value": v, "perplexity": p, "series": swept} for v, p in outcome.result.points]
     xs = [v for v, _ in outcome.result.points]
     for name in ("model1", "model2"):
         label = parent_label(preset, name, lang)
@@ -143,7 +188,7 @@ def sweep_rows(outcome, preset, lang: str) -> tuple[list[dict], str, tuple | Non
     if scores:  # every score NaN (diverged merges and parents alike) leaves nothing to mark
         marker = say(lang, "sweep_best_marker", value=best[0])
         curve += [{"value": best[0], "perplexity": y, "series": marker} for y in (min(scores), max(scores))]
-    note = say(lang, "sweep_best", parameter=parameter, value=best[0], score=best[1],
+    note = say(lang, "sweep_best", parameter=swept, value=best[0], score=best[1],
                m1=outcome.references["model1"], m2=outcome.references["model2"])
     if outcome.result.cancelled:
         note += say(lang, "sweep_partial", n=len(outcome.result.points))
@@ -155,12 +200,12 @@ def turkish_rows(outcome, preset, lang: str) -> list[dict]:
     parents' Turkish-word shares as flat lines."""
     rows = []
     for value, words, repeated in outcome.turkish:
-        rows += [{"value": value, "share": words, "series": say(lang, "series_words")},
-                 {"value": value, "share": repeated, "series": say(lang, "series_repeated")}]
+        rows += [{"value": value, "share": 100 * words, "series": say(lang, "series_words")},
+                 {"value": value, "share": 100 * repeated, "series": say(lang, "series_repeated")}]
     xs = [value for value, _, _ in outcome.turkish]
     for name, (words, _) in outcome.turkish_references.items():
         label = parent_label(preset, name, lang)
-        rows += [{"value": x, "share": words, "series": say(lang, "series_parent_words", label=label)} for x in xs]
+        rows += [{"value": x, "share": 100 * words, "series": say(lang, "series_parent_words", label=label)} for x in xs]
     return rows
 
 

@@ -58,7 +58,7 @@ class ScoreRow:
 
 def score_variants(comparison: Comparison, heldout: HeldoutSet, variants: list[str], controls: Controls,
                    max_new_tokens: int, cancel: threading.Event | None = None,
-                   progress: Callable[[float, str], None] | None = None) -> list[ScoreRow]:
+                   progress: Callable[[float, tuple[str, dict]], None] | None = None) -> list[ScoreRow]:
     """Perplexity of the references and, under greedy generation, chrF/BLEU/ROUGE-L (+ EM and F1 for QA).
 
     Stopped (``cancel``), it returns what was measured: the perplexities done, and the answer metrics over the
@@ -77,12 +77,12 @@ def score_variants(comparison: Comparison, heldout: HeldoutSet, variants: list[s
     with comparison.holding(merged, materialise=True) as held:
         try:
             for i, v in enumerate(variants):
-                _report(progress, i / total, f"perplexity: {v}")
+                _report(progress, i / total, "progress_perplexity", column=v)
                 ppl[v] = heldout_perplexity(comparison, held, v, heldout, prompts, cancel)
             for j, row in enumerate(heldout.rows):
                 if cancel.is_set():
                     break
-                _report(progress, (len(variants) + j) / total, f"greedy answers: row {j + 1}/{len(heldout.rows)}")
+                _report(progress, (len(variants) + j) / total, "progress_answers", i=j + 1, n=len(heldout.rows))
                 prompt = formats.build(ms.preset.prompt_format, user_message(row), ms.tokenizer, ms.max_context,
                                        max_new_tokens, ms.preset.system)
                 results = comparison.generate(held, variants, prompt.ids, greedy_settings(prompt, max_new_tokens),
@@ -142,7 +142,7 @@ def answers_turkish(comparison: Comparison, held, column: str, heldout: HeldoutS
 
 def sweep_parameter(comparison: Comparison, heldout: HeldoutSet, controls: Controls, parameter: str, points: int,
                     cap: int, cancel: threading.Event | None = None,
-                    progress: Callable[[float, str], None] | None = None, turkish: bool = False) -> SweepOutcome:
+                    progress: Callable[[float, tuple[str, dict]], None] | None = None, turkish: bool = False) -> SweepOutcome:
     """Re-merge one column at evenly spaced values of one parameter and score each by held-out perplexity; with
     ``turkish``, also the Turkish check of the column's greedy answers (answers_turkish) at every point."""
     if parameter not in SWEEPABLE:
@@ -184,7 +184,7 @@ def sweep_parameter(comparison: Comparison, heldout: HeldoutSet, controls: Contr
             return score
 
     def step(done: int, total: int) -> None:
-        _report(progress, done / total, f"{parameter}: point {done}/{total}")
+        _report(progress, done / total, "progress_point", parameter=parameter, i=done, n=total)
 
     result = sweep(values, apply, evaluate, cancel=cancel, progress=step)
     figures[:] = figures[:len(result.points)]
@@ -209,6 +209,8 @@ def greedy_soup_of(comparison: Comparison, heldout: HeldoutSet, controls: Contro
         return None
 
 
-def _report(progress, fraction: float, what: str) -> None:
+def _report(progress, fraction: float, key: str, **values) -> None:
+    """Progress as a fraction and what is being done: a page.text key and its values, which the page says in
+    the visitor's language (page/views.py: progress_text)."""
     if progress is not None:
-        progress(fraction, what)
+        progress(fraction, (key, values))

@@ -237,13 +237,14 @@ def test_score_sweep_export_and_save_endpoints(measured):
     client, heldout, root = measured
     controls = list({**DEFAULTS, "max_new_tokens": 6}.values())
     table, _, _ = client.predict(heldout, 3, *controls, api_name="/score")
-    assert [r[0] for r in table["data"]] == ["model1", "model2", "soup", "slerp", "ties"]
-    assert "exact_match" in table["headers"] and "perplexity" in table["headers"]
+    assert [r[0] for r in table["data"]][2:] == ["Soup", "SLERP", "TIES"]  # the columns' names on the page
+    assert "tam eşleşme" in table["headers"] and "perplexity" in table["headers"]
     curve, note, *_, turkish_curve = client.predict(heldout, 3, "slerp_t", 3, True, *controls, api_name="/sweep")
-    sweep_rows = [r for r in curve["data"] if r[2] == "slerp_t"]
+    curve, turkish_curve = curve["value"], turkish_curve["value"]  # plot updates: the data with its axis titles
+    sweep_rows = [r for r in curve["data"] if r[2] == "SLERP t"]
     assert [r[0] for r in sweep_rows] == [0.0, 0.5, 1.0]
     best = min(sweep_rows, key=lambda r: r[1])
-    assert f"**{best[0]:.3f}**" in note
+    assert f"SLERP t = **{best[0]:.3f}**" in note
     words = [r for r in turkish_curve["data"] if r[2] == "Türkçe sözcük payı"]
     assert [r[0] for r in words] == [0.0, 0.5, 1.0]  # the Turkish check as the sweep's second curve
     marker = [r for r in curve["data"] if r[2].startswith("en iyi")]  # the Turkish page's words

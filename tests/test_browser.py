@@ -110,19 +110,27 @@ def assert_answers_first(page):
         assert box is not None and box["y"] + 40 < height, (selector, box, height)
 
 
-def ask(page, question: str, done_word: str):
+# What a finished column's footer says, per language: an answer that ended, or one cut at the token limit.
+TR_ENDED, EN_ENDED = ("bitti", "token sınırında kesildi"), ("done", "cut at the token limit")
+
+
+def ask(page, question: str, done_words: tuple[str, ...]):
+    """Ask, and wait until every column's footer says how its answer ended."""
     page.locator("#question textarea").fill(question)
     page.locator("#question textarea").press("Enter")
-    wait_until(lambda: all(done_word in f for f in footers(page).values()), what="all five columns to finish")
+    wait_until(lambda: all(any(w in f for w in done_words) for f in footers(page).values()),
+               what="all five columns to finish")
 
 
-@pytest.mark.parametrize("lang, locale, done", [("tr", "tr-TR", "bitti"), ("en", "en-US", "done")])
+@pytest.mark.parametrize("lang, locale, done", [("tr", "tr-TR", TR_ENDED), ("en", "en-US", EN_ENDED)])
 def test_the_page_in_each_language_answers_first(server, browser, lang, locale, done):
     context = browser.new_context(locale=locale, viewport={"width": 1440, "height": 900})
     page = context.new_page()
     page.goto(server)
     page.locator("#question textarea").wait_for()
     assert_answers_first(page)
+    wait_until(lambda: page.locator("#title-slerp").inner_text().startswith("SLERP"), 30, "the columns' titles")
+    assert page.locator("#title-model1").inner_text().strip()  # titled before the first answer
     ask(page, QUESTION, done)
     assert all(answers(page).values()), answers(page)
     assert_answers_first(page)
@@ -135,7 +143,7 @@ def test_question_typed_slider_and_shared_link(server, browser):
     context = browser.new_context(locale="tr-TR", viewport={"width": 1600, "height": 1100})
     page = context.new_page()
     page.goto(server)
-    ask(page, OTHER_QUESTION, "bitti")
+    ask(page, OTHER_QUESTION, TR_ENDED)
     first = answers(page)
     assert all(first.values()), first
     # Soup and SLERP merge-free (coefficients over the parents); TIES materialised in a pool slot (merged now,
@@ -148,7 +156,7 @@ def test_question_typed_slider_and_shared_link(server, browser):
 
     set_slider(page, "slerp_t", 1, leave=False)  # typed and Enter, as a visitor does: no drag, no blur
     wait_until(lambda: "t = 1.00" in page.locator("#title-slerp").inner_text()
-               and "bitti" in footers(page)["slerp"] and "önbellekten" not in footers(page)["slerp"],
+               and any(w in footers(page)["slerp"] for w in TR_ENDED) and "önbellekten" not in footers(page)["slerp"],
                what="the SLERP column to be redone")
     second, feet = answers(page), footers(page)
     for column in ("model1", "model2", "soup", "ties"):
@@ -188,13 +196,13 @@ def test_stop_during_a_sweep_keeps_the_points_measured_and_applies_the_best(serv
     points.fill("11")
     points.press("Enter")
     page.locator("#run_sweep").click()
-    wait_until(lambda: "point 3/11" in page.locator("body").inner_text(), 300, "three sweep points")
+    wait_until(lambda: "nokta 3/11" in page.locator("body").inner_text(), 300, "three sweep points")
     page.locator("#stop").click()
     wait_until(lambda: "durduruldu" in page.locator("#sweep_best").inner_text(), 60, "the stopped sweep's note")
     note = page.locator("#sweep_best").inner_text()
     measured = int(note.split("ölçülen ")[1].split()[0])
     assert 3 <= measured < 11, note
-    best = float(note.split("slerp_t = ")[1].split()[0])
+    best = float(note.split("SLERP t = ")[1].split()[0])
     assert best in [round(i / 10, 1) for i in range(measured)], note
     wait_until(lambda: page.locator("#sweep_plot canvas, #sweep_plot svg").count() > 0, 30, "the sweep plot")
     page.locator("#sweep_plot").scroll_into_view_if_needed()
@@ -212,11 +220,14 @@ def test_a_score_a_sweep_and_a_save_speak_english_on_an_english_page(server, bro
     open_measures(page, "Measure and keep", 2)
     page.locator("#score").click()
     wait_until(lambda: "perplexity" in page.locator("#score_table").inner_text(), 300, "the score table")
+    assert "Column" in page.locator("#score_table").inner_text()  # the table's headers in the page's language
+    page.locator("#score_plot").scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "browser-en-scores.png"), full_page=True)
     page.get_by_role("tab", name="Sweep").click()
     page.locator("#sweep_points input").fill("2")
     page.locator("#sweep_points input").press("Enter")
     page.locator("#run_sweep").click()
-    wait_until(lambda: "Best slerp_t" in page.locator("#sweep_best").inner_text(), 300, "the sweep's best point")
+    wait_until(lambda: "Best SLERP t" in page.locator("#sweep_best").inner_text(), 300, "the sweep's best point")
     page.get_by_role("tab", name="Diagnostics").click()
     page.get_by_role("tab", name="Export").click()
     page.locator("#save_name textarea, #save_name input").first.fill(f"english-{os.getpid()}")

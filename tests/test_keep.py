@@ -154,6 +154,22 @@ def test_a_finished_columns_footer_carries_the_turkish_check():
     assert "Türkçe" not in streaming  # judged once the answer is finished
 
 
+def test_a_footer_counts_the_words_it_judged_and_says_how_the_answer_ended():
+    from models.comparison import Column
+
+    question = "Dünyanın en soğuk yeri neresidir?"
+    misspelt = Column("model1", text="Dünyanın en soğuk yeri Alaska'dir.", n_tokens=12, seconds=1.0, done=True,
+                      finish_reason="stop_string")
+    footer = views.column_footer(misspelt, question, "tr")
+    assert "Türkçe sözcük %0 (0/1)" in footer and "bitti" in footer  # one word of its own, and it breaks harmony
+    echo = Column("model1", text="Dünyanın en soğuk yeri", n_tokens=5, seconds=1.0, done=True, finish_reason="eos")
+    assert "no words beyond the question's" in views.column_footer(echo, question, "en")
+    cut = Column("model2", text="Bu harita, Osmanlı İmparatorluğu döneminde", n_tokens=64, seconds=1.0, done=True,
+                 finish_reason="length")
+    assert "token sınırında kesildi" in views.column_footer(cut, question, "tr")
+    assert "cut at the token limit" in views.column_footer(cut, question, "en")
+
+
 def test_greedy_soup_keeps_the_soup_only_if_it_helps(comparison, heldout):
     result = scoring.greedy_soup_of(comparison, heldout, Controls(question="q"))
     assert result.ingredients[0] == min(result.individual_scores, key=result.individual_scores.get)

@@ -160,3 +160,25 @@ def test_loading_hands_its_value_or_its_error_to_every_waiting_request():
             failing.get(timeout=5)
     assert isinstance(errors[0], ZeroDivisionError)
     assert tasks.Loading.done("ready").get(timeout=0) == "ready"
+
+
+def test_the_scores_table_and_progress_speak_the_pages_language():
+    from page import views
+    from scoring.variants import ScoreRow
+
+    preset = SimpleNamespace(model1_label="Model 1 (soru-cevap)", model1_label_en="Model 1 (QA)",
+                             model2_label="Model 2 (talimat)", model2_label_en="Model 2 (instructions)")
+    result = [ScoreRow("model1", 7.7241, {"chrf": 47.2686, "turkish_words": 0.9722, "repeated_3grams": 0.0}),
+              ScoreRow("slerp", 11.4, {"chrf": 18.89, "turkish_words": 1.0, "repeated_3grams": 0.1304}),
+              ScoreRow("extra", 9.0, {"chrf": 20.0, "turkish_words": 0.5, "repeated_3grams": 0.0})]
+    headers, rows = views.score_table(result, preset, "tr", "dare_ties")
+    assert headers == ["Sütun", "perplexity", "chrF", "Türkçe sözcük %", "tekrarlanan 3-gram %"]  # no EM/F1 here
+    assert rows == [["Model 1 (soru-cevap)", 7.724, 47.27, 97.2, 0.0], ["SLERP", 11.4, 18.89, 100.0, 13.0],
+                    ["dare_ties", 9.0, 20.0, 50.0, 0.0]]
+    headers, rows = views.score_table(result, preset, "en")
+    assert headers[0] == "Column" and headers[-1] == "repeated 3-grams %" and rows[0][0] == "Model 1 (QA)"
+    assert views.progress_text(("progress_perplexity", {"column": "model2"}), preset, "tr") == \
+        "perplexity: Model 2 (talimat)"
+    assert views.progress_text(("progress_point", {"parameter": "slerp_t", "i": 3, "n": 11}), preset, "tr") == \
+        "SLERP t: nokta 3/11"
+    assert views.progress_text(("progress_answers", {"i": 1, "n": 2}), preset, "en") == "greedy answers: row 1/2"
