@@ -24,7 +24,7 @@ from models.batched import Mix, Recipe, RecipeModel, UnsupportedModel
 from models.decoding_loop import DecodingLoop, Job
 from models.generation import GenerationSettings, QueueStreamer, generate
 from models.model_set import PARENTS, ModelSet
-from models.pool import SlotPool
+from models.pool import SlotPool, StoppedWaiting
 from models.threads import in_parallel_thread
 from prompts import formats
 
@@ -138,13 +138,13 @@ class Comparison:
 
     @contextmanager
     def holding(self, specs: Mapping[str, Hashable], materialise: bool = False,
-                on_wait: Callable[[], None] | None = None) -> Iterator[Held]:
+                on_wait: Callable[[], None] | None = None, cancel: threading.Event | None = None) -> Iterator[Held]:
         """Hold every merged column at its spec for the block (merge-free ones as coefficients, the others in
         pool slices); ``materialise`` puts every merge in a pool slice (saving, the per-column fallback)."""
         bank = self.model_set.bank
         pooled = self._pooled(specs, materialise)
         mixes = {c: self.coefficients(s) for c, s in specs.items() if c not in pooled}
-        with self.pool.holding(pooled, on_wait) as slots:
+        with self.pool.holding(pooled, on_wait, cancel) as slots:
             held = Held(recipes={}, reports={}, variants={})
             for column, found in mixes.items():
                 held.recipes[column] = Mix.of(found.table, [bank.index(v) for v in PARENTS])
@@ -219,43 +219,60 @@ class Comparison:
             return
         specs = {c: request.specs[c] for c in pending if c not in PARENTS}
         pooled = self._pooled(specs)
-        if pooled and self.pool.must_wait(pooled):
+        # In the server's loop, columns whose slices must first be merged (or wait for a free one) join the
+        # running batch when they are ready; the others start at once rather than wait for them.
+        deferred = pooled if self.loop is not None and pooled and not self.pool.holds(pooled) else {}
+        if pooled and not deferred and self.pool.must_wait(pooled):
             # Every pool slice is read by other visitors' answers: say so while this request waits for one.
             snapshot.notes.append(WAITING_NOTE)
             yield snapshot
-        with self.holding(specs) as held:
+        now = {c: s for c, s in specs.items() if c not in deferred}
+        with self.holding(now) as held:
             snapshot.notes = [n for n in snapshot.notes if n != WAITING_NOTE]
+            self._describe(snapshot, held, now)
             bank = self.model_set.bank
-            for column in specs:
-                report = held.reports[column]
-                merged = column in held.variants and report is not None
-                snapshot.columns[column].merge_ms = getattr(report, "ms", None) if merged else 0.0
-                snapshot.columns[column].merge_free = column not in held.variants
-                if column in held.variants and report is None:
-                    # No merge (the slice held this spec already): its weights are those of its last merge,
-                    # which no other request can redo while this one reads them.
-                    report = self.pool.report(held.variants[column])
-                snapshot.columns[column].report = report  # rides with the answer to this visitor only
-            recipes = {c: held.recipes[c] if c in held.recipes else bank.index(c) for c in pending}
-            yield from self._stream(snapshot, recipes, held, prompt.ids, settings, stop_event)
+            recipes = {c: held.recipes[c] if c in held.recipes else bank.index(c) for c in pending
+                       if c not in deferred}
+            yield from self._stream(snapshot, recipes, prompt.ids, settings, stop_event, deferred)
         for column in pending:
             done = snapshot.columns[column]
             if done.finish_reason != "stopped":
                 self._remember(keys[column], done)
 
-    def _stream(self, snapshot: Snapshot, recipes: dict[str, Recipe], held: Held, prompt_ids: list[int],
-                settings: GenerationSettings, stop_event: threading.Event) -> Iterator[Snapshot]:
+    def _describe(self, snapshot: Snapshot, held: Held, specs: Mapping[str, Hashable]) -> None:
+        """Each merged column's merge time, whether it is merge-free, and the report that rides with it."""
+        for column in specs:
+            report = held.reports[column]
+            merged = column in held.variants and report is not None
+            snapshot.columns[column].merge_ms = getattr(report, "ms", None) if merged else 0.0
+            snapshot.columns[column].merge_free = column not in held.variants
+            if column in held.variants and report is None:
+                # No merge (the slice held this spec already): its weights are those of its last merge,
+                # which no other request can redo while this one reads them.
+                report = self.pool.report(held.variants[column])
+            snapshot.columns[column].report = report  # rides with the answer to this visitor only
+
+    def _stream(self, snapshot: Snapshot, recipes: dict[str, Recipe], prompt_ids: list[int],
+                settings: GenerationSettings, stop_event: threading.Event,
+                deferred: Mapping[str, Hashable] | None = None) -> Iterator[Snapshot]:
+        """Stream the columns of ``recipes``, and of ``deferred`` once their pool slices are merged (in a
+        thread of their own, which holds the slices until their rows are done)."""
         events: queue.Queue = queue.Queue()
         tokenizer = self.model_set.tokenizer
-        columns = list(recipes)
+        deferred = deferred or {}
+        columns = [*recipes, *deferred]
         streamers = {c: QueueStreamer(c, events, tokenizer) for c in columns}
         started = time.perf_counter()
+        finished: list[threading.Event] = []  # set when each part has let go of what it reads
         if self.loop is not None:
-            job = self.loop.submit(Job(recipes, prompt_ids, settings, streamers, stop_event, tokenizer,
-                                       on_error=lambda err: events.put((None, "failed", err))))
-            finished = job.done
+            finished.append(self._later(deferred, prompt_ids, settings, streamers, stop_event, events))
+            if recipes:
+                job = self.loop.submit(Job(recipes, prompt_ids, settings, {c: streamers[c] for c in recipes},
+                                           stop_event, tokenizer,
+                                           on_error=lambda err: events.put((None, "failed", err))))
+                finished.append(job.done)
         else:
-            finished = threading.Event()
+            done = threading.Event()
 
             def work():
                 try:
@@ -264,18 +281,30 @@ class Comparison:
                 except BaseException as err:  # surfaced to the request below, never lost in the thread
                     events.put((None, "failed", err))
                 finally:
-                    finished.set()
+                    done.set()
 
             threading.Thread(target=work, name="harman-generate", daemon=True).start()
-        open_columns, last_yield = set(columns), 0.0
+            finished.append(done)
+        open_columns, last_yield, unshown = set(columns), 0.0, False
         try:
             while open_columns:
                 try:
                     variant, kind, *payload = events.get(timeout=1 / UPDATES_PER_SECOND)
                 except queue.Empty:
+                    if unshown:  # what came since the last update (columns that ended, while others wait)
+                        last_yield, unshown = time.perf_counter(), False
+                        yield snapshot
                     continue
                 if kind == "failed":
                     raise payload[0]
+                if kind == "waiting":
+                    snapshot.notes.append(WAITING_NOTE)
+                    yield snapshot
+                    continue
+                if kind == "held":  # the deferred columns' slices: merged, or found holding their specs
+                    snapshot.notes = [n for n in snapshot.notes if n != WAITING_NOTE]
+                    self._describe(snapshot, payload[0], deferred)
+                    continue
                 column = snapshot.columns[variant]
                 if kind == "token":
                     column.text, column.n_tokens = payload[0], payload[1]
@@ -285,16 +314,49 @@ class Comparison:
                     column.text, column.n_tokens = result.text, result.n_tokens
                     column.seconds, column.finish_reason, column.done = result.seconds, result.finish_reason, True
                     open_columns.discard(variant)
-                now = time.perf_counter()
+                now, unshown = time.perf_counter(), True
                 if now - last_yield >= 1 / UPDATES_PER_SECOND:
-                    last_yield = now
+                    last_yield, unshown = now, False
                     yield snapshot
             yield snapshot
         finally:
             # Stop button, closed tab (GeneratorExit) or an error: this request's rows leave within one step,
             # and its merges are released only once nothing reads them.
             stop_event.set()
-            finished.wait(timeout=30)
+            deadline = time.monotonic() + 30
+            for event in finished:
+                event.wait(timeout=max(0.0, deadline - time.monotonic()))
+
+    def _later(self, deferred: Mapping[str, Hashable], prompt_ids: list[int], settings: GenerationSettings,
+               streamers: Mapping[str, QueueStreamer], stop_event: threading.Event, events: queue.Queue
+               ) -> threading.Event:
+        """Merge (or wait for) the deferred columns' pool slices in a thread, then decode their rows in the loop,
+        holding the slices until those rows are done; the event is set when it has let go of them."""
+        done = threading.Event()
+        if not deferred:
+            done.set()
+            return done
+        tokenizer = self.model_set.tokenizer
+
+        def work():
+            try:
+                with self.holding(deferred, on_wait=lambda: events.put((None, "waiting")), cancel=stop_event) as held:
+                    events.put((None, "held", held))
+                    if stop_event.is_set():
+                        return
+                    job = self.loop.submit(Job({c: held.recipes[c] for c in deferred}, prompt_ids, settings,
+                                               {c: streamers[c] for c in deferred}, stop_event, tokenizer,
+                                               on_error=lambda err: events.put((None, "failed", err))))
+                    job.done.wait()
+            except StoppedWaiting:  # stopped before a slice was free: nothing held, nothing to say
+                pass
+            except BaseException as err:  # a merge that failed: surfaced to the request, never lost here
+                events.put((None, "failed", err))
+            finally:
+                done.set()
+
+        threading.Thread(target=work, name="harman-deferred", daemon=True).start()
+        return done
 
     def _cached(self, key) -> Column | None:
         with self._answers_lock:

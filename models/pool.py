@@ -26,6 +26,10 @@ class PoolTooSmall(ValueError):
     """A request asks for more distinct materialised merges than the pool has slices."""
 
 
+class StoppedWaiting(Exception):
+    """A request was stopped while it waited for a free slice; it holds none."""
+
+
 @dataclass
 class _Slot:
     variant: str  # the bank variant this slot writes
@@ -53,15 +57,16 @@ class SlotPool:
         return len(self.slots)
 
     @contextmanager
-    def holding(self, specs: Mapping[str, Hashable], on_wait: Callable[[], None] | None = None
-                ) -> Iterator[dict[str, tuple[str, object]]]:
+    def holding(self, specs: Mapping[str, Hashable], on_wait: Callable[[], None] | None = None,
+                cancel: threading.Event | None = None) -> Iterator[dict[str, tuple[str, object]]]:
         """Hold a slice at each column's spec for the block: yields column -> (bank variant, merge report or
-        None when the slice held the spec already)."""
+        None when the slice held the spec already). Waiting for free slices ends with StoppedWaiting once
+        ``cancel`` is set."""
         wanted = list(dict.fromkeys(specs.values()))
         if len(wanted) > len(self.slots):
             raise PoolTooSmall(f"this request needs {len(wanted)} materialised merges at once but the pool has "
                                f"{len(self.slots)} slices; raise --pool or ask for fewer sparsifying columns")
-        taken, writes = self._take(wanted, on_wait)
+        taken, writes = self._take(wanted, on_wait, cancel)
         try:
             reports = {spec: self._fill(spec, slot, spec in writes) for spec, slot in taken.items()}
             yield {column: (taken[spec].variant, reports[spec]) for column, spec in specs.items()}
@@ -71,20 +76,27 @@ class SlotPool:
                     slot.readers -= 1
                 self._cond.notify_all()
 
+    def holds(self, specs: Mapping[str, Hashable]) -> bool:
+        """Whether a slice holds each of these specs now, so that holding them would neither merge nor wait."""
+        with self._cond:
+            return all(any(s.spec == spec for s in self.slots) for spec in specs.values())
+
     def must_wait(self, specs: Mapping[str, Hashable]) -> bool:
         """Whether holding these specs would wait now (every slice it would need is read by others)."""
         with self._cond:
             return self._plan(list(dict.fromkeys(specs.values()))) is None
 
-    def _take(self, wanted: list[Hashable], on_wait) -> tuple[dict[Hashable, _Slot], set[Hashable]]:
+    def _take(self, wanted: list[Hashable], on_wait, cancel) -> tuple[dict[Hashable, _Slot], set[Hashable]]:
         """Slots for every spec, taken at once; and the specs this request must merge itself."""
         with self._cond:
             told = False
             while (plan := self._plan(wanted)) is None:
+                if cancel is not None and cancel.is_set():
+                    raise StoppedWaiting()
                 if on_wait is not None and not told:
                     on_wait()
                     told = True
-                self._cond.wait()
+                self._cond.wait(timeout=None if cancel is None else 0.25)
             writes = set()
             for spec, slot in plan.items():
                 slot.readers += 1

@@ -240,3 +240,70 @@ def test_mix_rows_are_built_from_coefficients_over_the_parents():
     bank, _ = tiny_bank("gpt2")
     mix = mix_for(bank, MergeSpec("slerp", {"t": 0.0}), 2)
     assert isinstance(mix, Mix) and all(terms == ((1, 1.0),) for terms in mix.table.values())
+
+
+def test_a_request_stopped_while_it_waits_for_a_slice_holds_none():
+    from models.pool import StoppedWaiting
+
+    pool = SlotPool(["p0"], Merges())
+    cancel, outcome = threading.Event(), []
+
+    def later():
+        try:
+            with pool.holding({"ties": "B"}, cancel=cancel):
+                outcome.append("held")
+        except StoppedWaiting:
+            outcome.append("stopped")
+
+    with pool.holding({"ties": "A"}):
+        thread = threading.Thread(target=later)
+        thread.start()
+        time.sleep(0.1)
+        cancel.set()
+        thread.join(timeout=5)
+        assert outcome == ["stopped"] and [s.readers for s in pool.slots] == [1]
+    assert pool.slots[0].readers == 0 and pool.slots[0].spec == "A"
+
+
+def test_columns_without_a_merge_stream_while_the_ties_slice_is_merged(tmp_path):
+    """On a first question the TIES slice must be merged; Model 1, Model 2 and the merge-free columns start at
+    once and TIES joins the running batch when its merge is done, with the tokens it gets alone."""
+    from dataclasses import replace
+
+    from models import model_set, presets
+    from models.comparison import Comparison, Request
+    from models.controls import Controls
+    from models.requests import generation_settings, merge_specs
+    from tests import tiny_models
+
+    dirs = tiny_models.model_set_dirs(tmp_path, "llama")
+    preset = presets._build({"name": "tiny", "base": str(dirs["base"]), "model1": str(dirs["model1"]),
+                             "model2": str(dirs["model2"]), "prompt_format": "plain_qa", "device": "cpu"}, "test")
+    comparison = Comparison(model_set.load(preset), answer_cache=0)
+    controls = Controls(question="Türkiye'nin başkenti neresidir?")
+    settings = replace(generation_settings(controls, preset.generation), max_new_tokens=12, greedy=True)
+    request = Request(controls.question, ("model1", "model2", "soup", "slerp", "ties"), merge_specs(controls),
+                      settings)
+    release, merging = threading.Event(), threading.Event()
+    real_merge = comparison.pool._merge
+
+    def slow_merge(variant, spec):
+        merging.set()
+        assert release.wait(30)
+        return real_merge(variant, spec)
+
+    comparison.pool._merge = slow_merge
+    seen_during_merge = set()
+    for snapshot in comparison.run(request):
+        if merging.is_set() and not release.is_set():
+            seen_during_merge |= {c for c, col in snapshot.columns.items() if col.n_tokens > 0}
+            if seen_during_merge >= {"model1", "model2"}:
+                release.set()
+        last = snapshot
+    assert {"model1", "model2", "soup", "slerp"} >= seen_during_merge >= {"model1", "model2"}
+    assert last.columns["ties"].merge_ms > 0 and last.columns["ties"].report is not None
+    comparison.pool._merge = real_merge
+    again = list(comparison.run(request))[-1]  # the slice holds TIES now: every column in one job
+    assert again.columns["ties"].merge_ms == 0.0
+    for column in request.columns:
+        assert last.columns[column].text == again.columns[column].text, column
