@@ -221,6 +221,29 @@ def in_process(preset: str, new_tokens: int, users: list, own_ties_users: list) 
         merge_ms = column.merge_ms
         if first_token is None and column.n_tokens:
             first_token = time.perf_counter() - started
+    # A new question with a new TIES density: its slice must be merged. Columns that need no merge start at once
+    # and TIES joins when merged; against every column waiting for the merge, as before (the pool says it holds
+    # every spec, so nothing is deferred).
+    def first_tokens(c, defer: bool) -> dict:
+        holds = comparison.pool.holds
+        if not defer:
+            comparison.pool.holds = lambda specs: True
+        try:
+            started, seen = time.perf_counter(), {}
+            for snap in comparison.run(request(c)):
+                for name, column in snap.columns.items():
+                    if column.n_tokens and name not in seen:
+                        seen[name] = time.perf_counter() - started
+            return {"model1_first_token_s": seen.get("model1"), "ties_first_token_s": seen.get("ties"),
+                    "ties_merge_ms": snap.columns["ties"].merge_ms}
+        finally:
+            comparison.pool.holds = holds
+
+    new_ties = {"deferred": first_tokens(replace(first, question=first.question + " Kısaca anlat.",
+                                                 ties_density=round(first.ties_density + 0.05, 3)), True),
+                "all_wait": first_tokens(replace(first, question=first.question + " Kısaca açıkla.",
+                                                 ties_density=round(first.ties_density + 0.1, 3)), False)}
+    print(json.dumps({"bench": "users", "new_ties_question": new_ties}), flush=True)
     # Run B's prediction: every user's TIES slice is read besides the parents' (what equals a parent's is not).
     ties_specs = {f"ties{i}": merge_specs(u)["ties"] for i, u in enumerate(own_ties_users)}
     with comparison.holding(ties_specs) as held:
@@ -234,6 +257,7 @@ def in_process(preset: str, new_tokens: int, users: list, own_ties_users: list) 
             many.update({f"ties{i}": s for i, s in enumerate(slices[:n])})
             predicted[n] = step_bytes(ms.bank, list(many.values()))
     return {"slerp_release_merge_ms": merge_ms, "slerp_release_first_token_s": first_token,
+            "new_ties_question": new_ties,
             "bench_generate_merge_free_decode_tokens_per_s": same["decode_tokens_per_s"],
             "bench_generate_tokens_per_column": [len(same["token_ids"][c]) for c in COLUMNS],
             "bench_generate_to_the_limit_decode_tokens_per_s": to_the_limit["decode_tokens_per_s"],
@@ -284,7 +308,8 @@ def main(argv=None) -> None:
                    figures["bench_generate_to_the_limit_decode_tokens_per_s"],
                "api_over_bench": one_user_stream / figures["bench_generate_merge_free_decode_tokens_per_s"],
                "slerp_release_merge_ms": figures["slerp_release_merge_ms"],
-               "slerp_release_first_token_s": figures["slerp_release_first_token_s"]}
+               "slerp_release_first_token_s": figures["slerp_release_first_token_s"],
+               "new_ties_question": figures["new_ties_question"]}
     print(json.dumps(summary), flush=True)
 
 
