@@ -48,6 +48,7 @@ class Column:
     done: bool = False
     finish_reason: str = ""
     report: object = None  # the merge engine's diagnostics of the weights this answer came from
+    pending: str = ""  # before its rows start: "merging" its pool slice, or "waiting" for a free one
 
     @property
     def tokens_per_second(self) -> float:
@@ -262,6 +263,8 @@ class Comparison:
         deferred = deferred or {}
         columns = [*recipes, *deferred]
         streamers = {c: QueueStreamer(c, events, tokenizer) for c in columns}
+        for column in deferred:
+            snapshot.columns[column].pending = "merging"
         started = time.perf_counter()
         finished: list[threading.Event] = []  # set when each part has let go of what it reads
         if self.loop is not None:
@@ -299,11 +302,16 @@ class Comparison:
                     raise payload[0]
                 if kind == "waiting":
                     snapshot.notes.append(WAITING_NOTE)
+                    for column in deferred:
+                        snapshot.columns[column].pending = "waiting"
                     yield snapshot
                     continue
                 if kind == "held":  # the deferred columns' slices: merged, or found holding their specs
                     snapshot.notes = [n for n in snapshot.notes if n != WAITING_NOTE]
                     self._describe(snapshot, payload[0], deferred)
+                    for column in deferred:
+                        snapshot.columns[column].pending = ""
+                    unshown = True
                     continue
                 column = snapshot.columns[variant]
                 if kind == "token":

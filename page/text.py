@@ -40,6 +40,8 @@ TEXT: dict[str, dict[str, str]] = {
         "merge_free": "birleştirme yok (katsayılarla)", "merge_ms": "birleştirme {ms:.0f} ms",
         "merge_same": "birleştirme yok (aynı ayar)", "stopped": "durduruldu", "done": "bitti",
         "length": "token sınırında kesildi",
+        "pending_merging": "⏳ birleştiriliyor; diğer sütunlar başladı",
+        "pending_waiting": "⏳ boş birleştirme yuvası bekleniyor",
         "turkish_words": "Türkçe sözcük %{share:.0f} ({valid}/{n})", "no_own_words": "sorudan yeni sözcük yok",
         "repeated": "tekrar %{share:.0f}",
         # The Scores table and the plots
@@ -103,6 +105,8 @@ TEXT: dict[str, dict[str, str]] = {
         "merge_free": "no merge (coefficients)", "merge_ms": "merged in {ms:.0f} ms",
         "merge_same": "no merge (same setting)", "stopped": "stopped", "done": "done",
         "length": "cut at the token limit",
+        "pending_merging": "⏳ merging; the other columns have started",
+        "pending_waiting": "⏳ waiting for a free merge slot",
         "turkish_words": "Turkish words {share:.0f}% ({valid}/{n})", "no_own_words": "no words beyond the question's",
         "repeated": "repeated {share:.0f}%",
         "col_column": "Column", "col_perplexity": "perplexity", "col_chrf": "chrF", "col_bleu": "BLEU",

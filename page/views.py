@@ -62,6 +62,8 @@ def column_footer(column, question: str, lang: str) -> str:
     words that are Turkish words, the share of repeated word 3-grams), and the merge's diagnostics in brief."""
     if column is None:
         return ""
+    if column.pending:  # its pool slice is being merged, or it waits for a free one
+        return say(lang, f"pending_{column.pending}")
     parts = [say(lang, "tokens", n=column.n_tokens), say(lang, "rate", rate=column.tokens_per_second)]
     if column.reused:
         parts.append(say(lang, "reused"))

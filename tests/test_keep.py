@@ -168,6 +168,9 @@ def test_a_footer_counts_the_words_it_judged_and_says_how_the_answer_ended():
                  finish_reason="length")
     assert "token sınırında kesildi" in views.column_footer(cut, question, "tr")
     assert "cut at the token limit" in views.column_footer(cut, question, "en")
+    waiting = Column("ties", pending="waiting")
+    assert "boş birleştirme yuvası bekleniyor" in views.column_footer(waiting, question, "tr")
+    assert "merging" in views.column_footer(Column("ties", pending="merging"), question, "en")
 
 
 def test_greedy_soup_keeps_the_soup_only_if_it_helps(comparison, heldout):

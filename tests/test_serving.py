@@ -265,9 +265,8 @@ def test_a_request_stopped_while_it_waits_for_a_slice_holds_none():
     assert pool.slots[0].readers == 0 and pool.slots[0].spec == "A"
 
 
-def test_columns_without_a_merge_stream_while_the_ties_slice_is_merged(tmp_path):
-    """On a first question the TIES slice must be merged; Model 1, Model 2 and the merge-free columns start at
-    once and TIES joins the running batch when its merge is done, with the tokens it gets alone."""
+def comparison_and_request(root, pool: int = 4):
+    """A Comparison of a tiny Llama pair (no answer cache) and the page's five-column request."""
     from dataclasses import replace
 
     from models import model_set, presets
@@ -276,14 +275,21 @@ def test_columns_without_a_merge_stream_while_the_ties_slice_is_merged(tmp_path)
     from models.requests import generation_settings, merge_specs
     from tests import tiny_models
 
-    dirs = tiny_models.model_set_dirs(tmp_path, "llama")
+    dirs = tiny_models.model_set_dirs(root, "llama")
     preset = presets._build({"name": "tiny", "base": str(dirs["base"]), "model1": str(dirs["model1"]),
                              "model2": str(dirs["model2"]), "prompt_format": "plain_qa", "device": "cpu"}, "test")
-    comparison = Comparison(model_set.load(preset), answer_cache=0)
+    comparison = Comparison(model_set.load(preset, pool=pool), answer_cache=0)
     controls = Controls(question="Türkiye'nin başkenti neresidir?")
     settings = replace(generation_settings(controls, preset.generation), max_new_tokens=12, greedy=True)
     request = Request(controls.question, ("model1", "model2", "soup", "slerp", "ties"), merge_specs(controls),
                       settings)
+    return comparison, request
+
+
+def test_columns_without_a_merge_stream_while_the_ties_slice_is_merged(tmp_path):
+    """On a first question the TIES slice must be merged; Model 1, Model 2 and the merge-free columns start at
+    once and TIES joins the running batch when its merge is done, with the tokens it gets alone."""
+    comparison, request = comparison_and_request(tmp_path)
     release, merging = threading.Event(), threading.Event()
     real_merge = comparison.pool._merge
 
@@ -296,14 +302,42 @@ def test_columns_without_a_merge_stream_while_the_ties_slice_is_merged(tmp_path)
     seen_during_merge = set()
     for snapshot in comparison.run(request):
         if merging.is_set() and not release.is_set():
+            assert snapshot.columns["ties"].pending == "merging"  # its footer says so
             seen_during_merge |= {c for c, col in snapshot.columns.items() if col.n_tokens > 0}
             if seen_during_merge >= {"model1", "model2"}:
                 release.set()
         last = snapshot
     assert {"model1", "model2", "soup", "slerp"} >= seen_during_merge >= {"model1", "model2"}
     assert last.columns["ties"].merge_ms > 0 and last.columns["ties"].report is not None
+    assert not last.columns["ties"].pending
     comparison.pool._merge = real_merge
     again = list(comparison.run(request))[-1]  # the slice holds TIES now: every column in one job
     assert again.columns["ties"].merge_ms == 0.0
     for column in request.columns:
         assert last.columns[column].text == again.columns[column].text, column
+
+
+def test_with_every_slice_in_use_only_the_ties_column_waits_and_says_so(tmp_path):
+    from dataclasses import replace
+
+    from merging import MergeSpec
+
+    comparison, request = comparison_and_request(tmp_path, pool=1)
+    other = MergeSpec("ties", {"weight": 0.5, "density": 0.9})
+    states = []
+    with comparison.holding({"ties": other}):  # another visitor's TIES answer reads the only slice
+        answers = comparison.run(request)
+        for snapshot in answers:
+            states.append(snapshot.columns["ties"].pending)
+            if all(snapshot.columns[c].done for c in ("model1", "model2", "soup", "slerp")):
+                break
+        assert states[-1] == "waiting" and "waiting" in snapshot.notes
+        assert snapshot.columns["ties"].n_tokens == 0
+    last = list(answers)[-1]  # the slice is free: TIES is merged, decodes and ends
+    assert last.columns["ties"].done and not last.columns["ties"].pending and not last.notes
+    alone = list(comparison.run(replace(request, columns=("ties",))))[-1]
+    assert last.columns["ties"].text == alone.columns["ties"].text
+    # A request of the TIES column alone, at a density no slice holds: every column of it is deferred.
+    denser = MergeSpec("ties", {"weight": 0.5, "density": 0.7})
+    only = list(comparison.run(replace(request, columns=("ties",), specs={"ties": denser})))[-1]
+    assert only.columns["ties"].done and only.columns["ties"].merge_ms > 0
