@@ -265,7 +265,7 @@ def test_a_request_stopped_while_it_waits_for_a_slice_holds_none():
     assert pool.slots[0].readers == 0 and pool.slots[0].spec == "A"
 
 
-def comparison_and_request(root, pool: int = 4):
+def comparison_and_request(root, pool: int = 4, batched: bool = True):
     """A Comparison of a tiny Llama pair (no answer cache) and the page's five-column request."""
     from dataclasses import replace
 
@@ -278,7 +278,7 @@ def comparison_and_request(root, pool: int = 4):
     dirs = tiny_models.model_set_dirs(root, "llama")
     preset = presets._build({"name": "tiny", "base": str(dirs["base"]), "model1": str(dirs["model1"]),
                              "model2": str(dirs["model2"]), "prompt_format": "plain_qa", "device": "cpu"}, "test")
-    comparison = Comparison(model_set.load(preset, pool=pool), answer_cache=0)
+    comparison = Comparison(model_set.load(preset, pool=pool), batched=batched, answer_cache=0)
     controls = Controls(question="Türkiye'nin başkenti neresidir?")
     settings = replace(generation_settings(controls, preset.generation), max_new_tokens=12, greedy=True)
     request = Request(controls.question, ("model1", "model2", "soup", "slerp", "ties"), merge_specs(controls),
@@ -341,3 +341,14 @@ def test_with_every_slice_in_use_only_the_ties_column_waits_and_says_so(tmp_path
     denser = MergeSpec("ties", {"weight": 0.5, "density": 0.7})
     only = list(comparison.run(replace(request, columns=("ties",), specs={"ties": denser})))[-1]
     assert only.columns["ties"].done and only.columns["ties"].merge_ms > 0
+
+
+def test_without_the_batched_loop_every_column_waits_for_its_merge_and_answers_alike(tmp_path):
+    """--no-batch: one thread per column, every merge materialised first; the same greedy answers."""
+    batched, request = comparison_and_request(tmp_path / "a")
+    threaded, _ = comparison_and_request(tmp_path / "b", batched=False)
+    assert threaded.loop is None
+    ours, theirs = list(batched.run(request))[-1], list(threaded.run(request))[-1]
+    for column in request.columns:
+        assert ours.columns[column].text == theirs.columns[column].text, column
+    assert theirs.columns["ties"].merge_ms > 0 and not theirs.columns["soup"].merge_free
