@@ -180,8 +180,10 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits(), prese
                 with gr.Tab(i18n("scores")):
                     score_btn = gr.Button(i18n("score"), elem_id="score")
                     score_note = gr.Markdown(elem_id="score_note")
-                    score_table = gr.Dataframe(interactive=False, elem_id="score_table")
-                    score_plot = gr.BarPlot(x="variant", y="perplexity", elem_id="score_plot")
+                    # The table and plots are shown once there is something in them (an empty Dataframe shows
+                    # headers "1 2 3", an empty plot an icon).
+                    score_table = gr.Dataframe(interactive=False, visible=False, elem_id="score_table")
+                    score_plot = gr.BarPlot(x="variant", y="perplexity", visible=False, elem_id="score_plot")
                 with gr.Tab(i18n("sweep")):
                     with gr.Row():
                         sweep_param = gr.Dropdown(list(SWEEPABLE), value="slerp_t", label=i18n("sweep_param"),
@@ -189,7 +191,8 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits(), prese
                         sweep_points = gr.Number(11, precision=0, label=i18n("sweep_points"), elem_id="sweep_points")
                         sweep_turkish = gr.Checkbox(False, label=i18n("sweep_turkish"), elem_id="sweep_turkish")
                         sweep_btn = gr.Button(i18n("run_sweep"), elem_id="run_sweep")
-                    sweep_plot = gr.LinePlot(x="value", y="perplexity", color="series", elem_id="sweep_plot")
+                    sweep_plot = gr.LinePlot(x="value", y="perplexity", color="series", visible=False,
+                                             elem_id="sweep_plot")
                     sweep_turkish_plot = gr.LinePlot(x="value", y="share", color="series", visible=False,
                                                      elem_id="sweep_turkish_plot")  # shown when asked for
                     sweep_best = gr.Markdown(elem_id="sweep_best")
@@ -199,7 +202,7 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits(), prese
                     greedy_soup_md = gr.Markdown(elem_id="greedy_soup_result")
                 with gr.Tab(i18n("diagnostics")):
                     diagnostics = gr.Markdown(elem_id="diagnostics")
-                    angle_plot = gr.LinePlot(x="layer", y="angle", elem_id="angle_plot")
+                    angle_plot = gr.LinePlot(x="layer", y="angle", visible=False, elem_id="angle_plot")
                 with gr.Tab(i18n("export")):
                     with gr.Row():
                         export_variant = gr.Dropdown([("Soup", "soup"), ("SLERP", "slerp"), ("TIES", "ties"),
@@ -293,10 +296,10 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits(), prese
             table = pd.DataFrame(rows, columns=headers)
             names_in_order = [row[0] for row in rows]
             plot = gr.BarPlot(table, x=headers[0], y=headers[1], sort=names_in_order, y_lim=[0, None],
-                              x_title=say(lang, "col_column"), y_title=headers[1])
+                              x_title=say(lang, "col_column"), y_title=headers[1], visible=True)
             answered = min((r.rows for r in result), default=0)
             note = say(lang, "scores_stopped", n=answered) if answered < len(data.rows) else ""
-            yield table, plot, note, {r.variant: {"perplexity": r.perplexity, **r.metrics} for r in result}
+            yield gr.Dataframe(table, visible=True), plot, note, {r.variant: {"perplexity": r.perplexity, **r.metrics} for r in result}
 
         def sweep(heldout_path, n_rows, parameter, points, turkish_curve, *args):
             """Re-merge one column at evenly spaced values of a parameter; plot held-out perplexity and, if asked,
@@ -315,7 +318,7 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits(), prese
             x = dict(x_lim=[lo - 0.03 * (hi - lo), hi + 0.03 * (hi - lo)], x_title=say(lang, f"name_{parameter}"),
                      color_title=" ")
             yield (gr.LinePlot(pd.DataFrame(curve, columns=["value", "perplexity", "series"]), y_title="perplexity",
-                               **x),
+                               visible=True, **x),
                    note, best, gr.skip(),
                    gr.LinePlot(second, y_title=say(lang, "axis_share"), visible=bool(turkish_curve), **x))
 
@@ -347,7 +350,7 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits(), prese
             last = int(angles["layer"].max()) if len(angles) else 1
             return (views.diagnostics_markdown(latest or {}, lang),
                     gr.LinePlot(angles, x_title=say(lang, "axis_layer"), y_title=say(lang, "axis_angle"),
-                                x_lim=[0, last]))
+                                x_lim=[0, last], visible=len(angles) > 0))
 
         def export_mergekit(variant, *args):
             """The mergekit-yaml config that reproduces this column's merge exactly."""

@@ -237,6 +237,7 @@ def test_score_sweep_export_and_save_endpoints(measured):
     client, heldout, root = measured
     controls = list({**DEFAULTS, "max_new_tokens": 6}.values())
     table, _, _ = client.predict(heldout, 3, *controls, api_name="/score")
+    table = table["value"]  # an update: the table with its visibility (hidden until the first score)
     assert [r[0] for r in table["data"]][2:] == ["Soup", "SLERP", "TIES"]  # the columns' names on the page
     assert "tam eşleşme" in table["headers"] and "perplexity" in table["headers"]
     curve, note, *_, turkish_curve = client.predict(heldout, 3, "slerp_t", 3, True, *controls, api_name="/sweep")
