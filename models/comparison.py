@@ -289,6 +289,7 @@ class Comparison:
             threading.Thread(target=work, name="harman-generate", daemon=True).start()
             finished.append(done)
         open_columns, last_yield, unshown = set(columns), 0.0, False
+        begun = dict.fromkeys(columns, started)  # a deferred column's rate counts from its merge's end
         try:
             while open_columns:
                 try:
@@ -311,12 +312,13 @@ class Comparison:
                     self._describe(snapshot, payload[0], deferred)
                     for column in deferred:
                         snapshot.columns[column].pending = ""
+                        begun[column] = time.perf_counter()
                     unshown = True
                     continue
                 column = snapshot.columns[variant]
                 if kind == "token":
                     column.text, column.n_tokens = payload[0], payload[1]
-                    column.seconds = time.perf_counter() - started
+                    column.seconds = time.perf_counter() - begun[variant]
                 elif kind == "end":
                     result = payload[0]
                     column.text, column.n_tokens = result.text, result.n_tokens

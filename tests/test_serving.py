@@ -299,14 +299,29 @@ def test_columns_without_a_merge_stream_while_the_ties_slice_is_merged(tmp_path)
         return real_merge(variant, spec)
 
     comparison.pool._merge = slow_merge
-    seen_during_merge = set()
+    forward = comparison.loop.model.forward
+
+    def slow_step(*args, **kwargs):  # steps long enough for the page to see TIES mid-answer
+        time.sleep(0.04)
+        return forward(*args, **kwargs)
+
+    comparison.loop.model.forward = slow_step
+    seen_during_merge, rates_seen, released_at = set(), 0, None
     for snapshot in comparison.run(request):
+        ties = snapshot.columns["ties"]
         if merging.is_set() and not release.is_set():
-            assert snapshot.columns["ties"].pending == "merging"  # its footer says so
+            assert ties.pending == "merging"  # its footer says so
             seen_during_merge |= {c for c, col in snapshot.columns.items() if col.n_tokens > 0}
             if seen_during_merge >= {"model1", "model2"}:
+                time.sleep(0.5)
+                released_at = time.perf_counter()
                 release.set()
+        elif ties.n_tokens and not ties.done:  # its rate counts from the end of its merge, not the question
+            assert ties.seconds <= time.perf_counter() - released_at
+            rates_seen += 1
         last = snapshot
+    del comparison.loop.model.forward
+    assert rates_seen and last.columns["ties"].seconds <= time.perf_counter() - released_at
     assert {"model1", "model2", "soup", "slerp"} >= seen_during_merge >= {"model1", "model2"}
     assert last.columns["ties"].merge_ms > 0 and last.columns["ties"].report is not None
     assert not last.columns["ties"].pending
