@@ -48,7 +48,8 @@ def measure(preset_name: str, asked: list[str], max_new_tokens: int) -> dict[str
         figures = turkish.pooled(column_checks)
         out[column] = {"turkish_word_share": round(figures.word_share or 0.0, 3),
                        "repeated_trigram_share": round(figures.repeated_share, 3),
-                       "words_checked": figures.words_checked, "answers": len(column_checks)}
+                       "words_checked": figures.words_checked, "answers": len(column_checks),
+                       "rejected": list(figures.rejected[:20])}  # what to read the share against
         print(json.dumps({"bench": "turkish", "preset": preset_name, "column": column, **out[column],
                           "seconds": round(seconds, 1)}, ensure_ascii=False))
     return out

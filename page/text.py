@@ -43,6 +43,7 @@ TEXT: dict[str, dict[str, str]] = {
         "pending_merging": "⏳ birleştiriliyor; diğer sütunlar başladı",
         "pending_waiting": "⏳ boş birleştirme yuvası bekleniyor",
         "turkish_words": "Türkçe sözcük %{share:.0f} ({valid}/{n})", "no_own_words": "sorudan yeni sözcük yok",
+        "rejected": "tanınmayan: {words}",
         "repeated": "tekrar %{share:.0f}",
         # The Scores table and the plots
         "col_column": "Sütun", "col_perplexity": "perplexity", "col_chrf": "chrF", "col_bleu": "BLEU",
@@ -108,6 +109,7 @@ TEXT: dict[str, dict[str, str]] = {
         "pending_merging": "⏳ merging; the other columns have started",
         "pending_waiting": "⏳ waiting for a free merge slot",
         "turkish_words": "Turkish words {share:.0f}% ({valid}/{n})", "no_own_words": "no words beyond the question's",
+        "rejected": "not recognised: {words}",
         "repeated": "repeated {share:.0f}%",
         "col_column": "Column", "col_perplexity": "perplexity", "col_chrf": "chrF", "col_bleu": "BLEU",
         "col_rouge_l": "ROUGE-L", "col_exact_match": "exact match", "col_token_f1": "token F1",

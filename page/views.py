@@ -79,9 +79,21 @@ def column_footer(column, question: str, lang: str) -> str:
         else:  # with the count: one misspelt word of one is 0%, and should read as one word
             parts.append(say(lang, "turkish_words", share=100 * check.word_share, n=check.words_checked,
                              valid=round(check.word_share * check.words_checked)))
+            if check.rejected:  # the words behind the share, so that a reader can judge the judge
+                parts.append(rejected_words(check.rejected, lang))
         parts.append(say(lang, "repeated", share=100 * check.repeated_share))
     brief = brief_diagnostics(column.report, lang)
     return " · ".join(parts) + (f"\n\n<small>{brief}</small>" if brief else "")
+
+
+REJECTED_SHOWN = 3  # words a footer names; the rest are counted
+
+
+def rejected_words(words: tuple[str, ...], lang: str) -> str:
+    """"not recognised: Alaska'dir, ikiçi +2": the first few words the Turkish check did not accept."""
+    shown = ", ".join(words[:REJECTED_SHOWN])
+    more = len(words) - REJECTED_SHOWN
+    return say(lang, "rejected", words=shown) + (f" +{more}" if more > 0 else "")
 
 
 def small(x: float) -> str:

@@ -199,14 +199,18 @@ class TurkishCheck:
     word_share: float | None  # turkish_word_share: 0-1, None when no word was checked
     repeated_share: float  # repeated_trigram_share: 0-1
     words_checked: int  # the answer's own words judged valid or not (the word_share denominator)
+    # The words judged not Turkish, each once, in order of first use: what a reader checks the share against
+    # (a model's "Alaska'dir" breaks vowel harmony; an unknown name at a sentence start is counted here too).
+    rejected: tuple[str, ...] = ()
 
 
 @functools.lru_cache(maxsize=1024)  # a finished column's footer is redrawn at every update of the others
 def check(answer: str, question: str = "") -> TurkishCheck:
     """turkish_word_share and repeated_trigram_share of one answer, and how many words were judged."""
-    verdicts = [v for t, s in _own_words(answer, question) if (v := _judge(t, s)) is not None]
-    share = sum(verdicts) / len(verdicts) if verdicts else None
-    return TurkishCheck(share, repeated_trigram_share(answer), len(verdicts))
+    judged = [(t, v) for t, s in _own_words(answer, question) if (v := _judge(t, s)) is not None]
+    share = sum(v for _, v in judged) / len(judged) if judged else None
+    rejected = tuple(dict.fromkeys(t for t, v in judged if not v))
+    return TurkishCheck(share, repeated_trigram_share(answer), len(judged), rejected)
 
 
 def pooled(checks: list[TurkishCheck]) -> TurkishCheck:
@@ -215,7 +219,8 @@ def pooled(checks: list[TurkishCheck]) -> TurkishCheck:
     checked = sum(c.words_checked for c in checks)
     valid = sum(c.word_share * c.words_checked for c in checks if c.word_share is not None)
     repeated = sum(c.repeated_share for c in checks) / len(checks) if checks else float("nan")
-    return TurkishCheck(valid / checked if checked else None, repeated, checked)
+    rejected = tuple(dict.fromkeys(word for c in checks for word in c.rejected))
+    return TurkishCheck(valid / checked if checked else None, repeated, checked, rejected)
 
 
 def turkish_word_share(answer: str, question: str = "") -> float | None:

@@ -182,3 +182,17 @@ def test_the_scores_table_and_progress_speak_the_pages_language():
     assert views.progress_text(("progress_point", {"parameter": "slerp_t", "i": 3, "n": 11}), preset, "tr") == \
         "SLERP t: nokta 3/11"
     assert views.progress_text(("progress_answers", {"i": 1, "n": 2}), preset, "en") == "greedy answers: row 1/2"
+
+
+@pytest.mark.parametrize("lang, expected", [
+    ("tr", "Türkçe sözcük %20 (1/5) · tanınmayan: ikiçi, köylerek, okulleri +1 · tekrar %0"),
+    ("en", "Turkish words 20% (1/5) · not recognised: ikiçi, köylerek, okulleri +1 · repeated 0%")])
+def test_a_finished_footer_names_the_words_the_turkish_check_did_not_accept(lang, expected):
+    from models.comparison import Column
+    from page import views
+
+    column = Column("model2", text="ikiçi köylerek okulleri kitaplerin ve", n_tokens=9, seconds=3.0, done=True,
+                    finish_reason="eos", merge_free=True)
+    assert views.column_footer(column, "Nedir?", lang).endswith(expected)
+    column.text = "Dünyanın en soğuk yeri Antarktika'dır."
+    assert "tanınmayan" not in views.column_footer(column, "Dünyanın en soğuk yeri neresidir?", "tr")

@@ -4,7 +4,7 @@ import time
 import pytest
 
 from scoring import turkish
-from scoring.turkish import TurkishCheck, check, is_turkish_word, repeated_trigram_share, turkish_word_share
+from scoring.turkish import TurkishCheck, check, is_turkish_word, pooled, repeated_trigram_share, turkish_word_share
 
 FLUENT = (
     "Fotosentez, yeşil bitkilerin güneş ışığını kullanarak karbondioksit ve sudan glikoz ile oksijen "
@@ -75,7 +75,7 @@ def test_words_repeated_from_the_question_are_excluded():
     assert check("ikiçi köylerek Ankara'dır", "İkiçi köylerek nedir?") == TurkishCheck(1.0, 0.0, 1)
     # The comparison uses Turkish casing: "IĞDIR" is "ığdır" (str.lower would make it "iğdir").
     assert check("ığdır doğudadır", "IĞDIR nerede?") == TurkishCheck(1.0, 0.0, 1)
-    assert check("ığdır doğudadır") == TurkishCheck(0.5, 0.0, 2)
+    assert check("ığdır doğudadır") == TurkishCheck(0.5, 0.0, 2, ("ığdır",))
     # Answer that only repeats the question adds no words.
     assert turkish_word_share("Başkenti neresidir?", "Türkiye'nin başkenti neresidir?") is None
 
@@ -110,15 +110,26 @@ def test_english_in_lower_case_is_not_turkish():
 def test_unknown_names_are_not_counted():
     # Mid-sentence capitalised unknown: not counted; at a sentence start: counted invalid.
     assert check("Dün Zorlutuna geldi.") == TurkishCheck(1.0, 0.0, 2)
-    assert check("Zorlutuna geldi.") == TurkishCheck(0.5, 0.0, 2)
+    assert check("Zorlutuna geldi.") == TurkishCheck(0.5, 0.0, 2, ("Zorlutuna",))
     assert check("Geldi. Zorlutuna da geldi.").word_share == pytest.approx(3 / 4)
     # Unknown name + suffix, unknown acronym + suffix: not counted; known names
     # (ASELSAN, Calvin): counted valid; a known name + a non-suffix: counted invalid.
     text = "Bunu Zorlutuna'nın ekibi ve KZRT'nin ASELSAN'ın Calvin döngüsü Ankara'xyz açıkladı"
-    assert check(text) == TurkishCheck(7 / 8, 0.0, 8)
+    assert check(text) == TurkishCheck(7 / 8, 0.0, 8, ("Ankara'xyz",))
     # An unknown acronym is not counted even where a sentence starts.
     assert check("KZRT geldi.") == TurkishCheck(1.0, 0.0, 1)
     assert check("Zorlutuna'nın") == TurkishCheck(None, 0.0, 0)
+
+
+def test_the_words_not_accepted_are_named_once_in_order():
+    # The default's Model 1 answered "Alaska'dir": vowel harmony wants "Alaska'dır". A page that shows
+    # "Turkish words 0% (0/1)" must say which word that was.
+    result = check("Dünyanın en soğuk yeri Alaska'dir.", "Dünyanın en soğuk yeri neresidir?")
+    assert (result.word_share, result.words_checked, result.rejected) == (0.0, 1, ("Alaska'dir",))
+    assert check("Dünyanın en soğuk yeri Alaska'dır.", "Dünyanın en soğuk yeri neresidir?").rejected == ()
+    looped = check("ikiçi köylerek ve ikiçi okulleri ikiçi")
+    assert looped.rejected == ("ikiçi", "köylerek", "okulleri") and looped.words_checked == 6
+    assert pooled([check("ikiçi geldi"), check("okulleri ikiçi")]).rejected == ("ikiçi", "okulleri")
 
 
 def test_empty_answer_is_none():
@@ -163,7 +174,7 @@ def test_concurrent_cold_checks_agree():
         t.start()
     for t in threads:
         t.join()
-    assert results == [TurkishCheck(39 / 41, 0.0, 41)] * 5
+    assert results == [TurkishCheck(39 / 41, 0.0, 41, ("ikiçi", "köylerek"))] * 5
 
 
 def test_warm_check_is_fast():
