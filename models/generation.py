@@ -111,11 +111,15 @@ class QueueStreamer:
 
 def generate(bank: WeightBank, variants: Sequence[str], prompt_ids: list[int], settings: GenerationSettings,
              streamers: Mapping[str, Streamer], stop_event: threading.Event | None = None, batched: bool = True,
-             tokenizer=None, recipes: Mapping[str, Recipe] | None = None) -> dict[str, GenerationResult]:
+             tokenizer=None, recipes: Mapping[str, Recipe] | None = None, same: dict | None = None
+             ) -> dict[str, GenerationResult]:
     """Answer ``prompt_ids`` with every variant; batched in one forward per step, or one thread per variant.
 
     A variant is a bank variant's name, or a column named in ``recipes``: a bank slice, or a merge-free Mix
-    (models.batched), which needs the batched forward.
+    (models.batched), which needs the batched forward. ``same`` keeps which bank slices were found bitwise equal
+    (models.batched.Rows) across calls, as the server's decoding loop keeps it: only for a caller whose slices
+    do not change between the calls it passes it to. Without it each call compares the slices again at its
+    first step (about 0.4 s for the default pair's five columns on 2 cores).
     """
     started = time.perf_counter()
     recipes = {v: recipes[v] if recipes and v in recipes else bank.index(v) for v in variants} if variants else {}
@@ -136,7 +140,8 @@ def generate(bank: WeightBank, variants: Sequence[str], prompt_ids: list[int], s
     elif mixes:
         raise ValueError(f"generate: merge-free columns {mixes} need the batched forward (batched=True)")
     if batched:
-        results = _decode(_batched_step(model, [recipes[v] for v in order], bank.device, bank.frozen), order, run)
+        results = _decode(_batched_step(model, [recipes[v] for v in order], bank.device, bank.frozen, same),
+                          order, run)
     else:
         results = _threads(bank, {v: bank.variants[recipes[v]] for v in order}, run)
     return {v: results[v] for v in variants}
@@ -258,9 +263,10 @@ def _last_logits(model: PreTrainedModel, input_ids: torch.Tensor, cache: Dynamic
     return out.logits[:, -1].float()
 
 
-def _batched_step(model: PreTrainedModel, recipes: list[Recipe], device: torch.device, frozen: int = 0) -> Step:
+def _batched_step(model: PreTrainedModel, recipes: list[Recipe], device: torch.device, frozen: int = 0,
+                  same: dict | None = None) -> Step:
     cache = DynamicCache(config=model.config)
-    current, rows = list(range(len(recipes))), Rows(recipes, device, frozen=frozen)
+    current, rows = list(range(len(recipes))), Rows(recipes, device, same=same, frozen=frozen)
 
     def step(input_ids: torch.Tensor, active: list[int]) -> torch.Tensor:
         nonlocal current, rows

@@ -221,3 +221,18 @@ def test_the_streamed_text_is_the_whole_answer_decoded_at_every_token(text):
         streamer.put([token])
         _, _, shown, n = events.get_nowait()
         assert n == i and shown == tok.decode(ids[:i], skip_special_tokens=True).rstrip("\ufffd")
+
+
+def test_slices_found_equal_are_kept_across_calls_that_pass_them(arch_bank, monkeypatch):
+    # What the server's loop keeps per slice version, a caller with unchanging slices may keep across calls:
+    # the second call compares no slice again and answers as before.
+    _, bank = arch_bank
+    same = {}
+    first = tokens(generate(bank, ALL, PROMPT, GREEDY, {}, same=same))
+    assert same, "the first call records what it compared"
+    compared = []
+    real_equal = torch.equal
+    monkeypatch.setattr(torch, "equal", lambda a, b: compared.append(1) or real_equal(a, b))
+    assert tokens(generate(bank, ALL, PROMPT, GREEDY, {}, same=same)) == first
+    assert not compared
+    assert tokens(generate(bank, ALL, PROMPT, GREEDY, {})) == first and compared  # without it: compared again
