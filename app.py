@@ -253,7 +253,7 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits(), prese
                     for snap in _chain(first, snapshots):
                         cols = [snap.columns.get(n) for n in COLUMNS]
                         merged = {n: col.report for n, col in snap.columns.items() if col.report is not None}
-                        yield [views.notes(snap, lang), *heading, *[col.text if col else "" for col in cols],
+                        yield [views.notes(snap, lang), *heading, *[views.answer_text(col) for col in cols],
                                *[views.column_footer(col, c.question, lang) for col in cols], merged]
             except ValueError as err:  # a Refusal, or a value the model code refuses
                 raise refused(err, lang) from None

@@ -57,6 +57,12 @@ def parent_label(preset, name: str, lang: str) -> str:
     return english if lang == "en" and english else label
 
 
+def answer_text(column) -> str:
+    """A column's answer as its box shows it: without the space a model puts before its first word (the prompt
+    ends "Cevap:"), which would indent every answer by one character."""
+    return column.text.lstrip() if column else ""
+
+
 def column_footer(column, question: str, lang: str) -> str:
     """Tokens, speed and merge time under a column, the Turkish check of a finished answer (the share of its own
     words that are Turkish words, the share of repeated word 3-grams), and the merge's diagnostics in brief."""

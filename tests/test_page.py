@@ -196,3 +196,12 @@ def test_a_finished_footer_names_the_words_the_turkish_check_did_not_accept(lang
     assert views.column_footer(column, "Nedir?", lang).endswith(expected)
     column.text = "Dünyanın en soğuk yeri Antarktika'dır."
     assert "tanınmayan" not in views.column_footer(column, "Dünyanın en soğuk yeri neresidir?", "tr")
+
+
+def test_an_answer_box_starts_at_the_first_word():
+    from models.comparison import Column
+    from page import views
+
+    assert views.answer_text(Column("soup", text=" Dünyanın en soğuk yeri\n Sibirya'dır.")) == \
+        "Dünyanın en soğuk yeri\n Sibirya'dır."
+    assert views.answer_text(None) == ""
