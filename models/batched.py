@@ -333,13 +333,16 @@ def _shared_product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
 
 # A slice read by this many rows at once, of at least this many bytes, that never changes, is multiplied through
 # a copy packed for oneDNN on CPUs: MKL's product of several rows with a weight is bound by arithmetic, not memory.
-# Gemma's 262k-token head (671 MB in float32) read at 12.8 GB/s for 5 rows and 6.4 for 10 where one row read it at
-# 28 (the memory's speed); the packed copy read it at 26.6 and 21.0. The copy is made once per slice, on first use,
-# and only for the parents' slices, which nothing writes. A layer's weights (2048 x 640, 5 MB) are not packed:
-# they read at 25.5, 20.6, 13.6, 11.2 and 5.9 GB/s for 1, 3, 6, 9 and 18 rows, packed at 20.7, 17.1, 18.4, 16.4
-# and 12.8, but packing them from 6 rows (several users at once) took six users' answers from 15.3 to 14.5 s,
-# within the noise, for 0.35 GiB more per parent slice (bench.users, docs/benchmarks.md).
-PACKED = ((4, 64 * 2**20),)  # (rows at least, bytes at least)
+# The rules are tried in order; a slice gets one packed copy, made on first use, and only the parents' slices,
+# which nothing writes, are packed.
+# - Gemma's 262k-token head (671 MB in float32) read at 12.8 GB/s for 5 rows and 6.4 for 10 where one row read it
+#   at 28 (the memory's speed); the packed copy read it at 26.6 and 21.0.
+# - A layer's weights (Gemma 270M: 0.3-5 MB each, 0.35 GiB a parent) from 6 rows: several visitors at once, whose
+#   Soup and SLERP rows read both parents. On one VM plain products read them at 13.6, 11.2 and 5.9 GB/s for 6, 9
+#   and 18 rows, packed ones at 18.4, 16.4 and 12.8 (six users 15.3 -> 14.5 s); on another, 8 rows read 11.6
+#   against 24.6 GB/s, and three users' 15 rows decoded 85 -> 115 tokens/s, six users' 30 rows 118 -> 138, the
+#   same tokens (docs/benchmarks.md). One visitor's 3 rows gain little (45 -> 46) and pay no copy.
+PACKED = ((4, 64 * 2**20), (6, 2**20))  # (rows at least, bytes at least)
 _packed_lock = threading.Lock()
 
 

@@ -72,8 +72,12 @@ class ModelSet:
         if torch.device(self.device).type != "cpu" or self.dtype != torch.float32:
             return []
         sizes = [t[0].numel() * t.element_size() for t in self.bank.tensors.values()]
-        parts = [f"{sum(n for n in sizes if n >= least) / 2**30:.2f} GiB of tensors of {least / 2**20:.0f} MiB "
-                 f"or more read by {rows}+ rows" for rows, least in PACKED]
+        parts, counted = [], 0.0  # a tensor gets one copy, under the first rule that covers it
+        for rows, least in sorted(PACKED, key=lambda rule: -rule[1]):
+            covered = sum(n for n in sizes if n >= least)
+            parts.append(f"{(covered - counted) / 2**30:.2f} GiB {'more ' if counted else ''}of tensors of "
+                         f"{least / 2**20:.0f} MiB or more read by {rows}+ rows")
+            counted = covered
         return [f"packed (CPU)  per parent slice read by many rows at once, made when first needed: "
                 + ", ".join(parts)]
 
