@@ -170,17 +170,16 @@ _same: weakref.WeakKeyDictionary[WeightBank, dict] = weakref.WeakKeyDictionary()
 def run_mode(bank: WeightBank, mode: str, recipes: dict[str, Recipe], settings: GenerationSettings,
              prompt: list[int], tokenizer=None) -> dict:
     clocks = {c: _Clock() for c in COLUMNS}
-    same = _same.setdefault(bank, {})
     _sync(bank.device)
     start = time.perf_counter()
     if mode == "sequential":
         results = {}
         for c in COLUMNS:
             results.update(generate(bank, [c], prompt, settings, {c: clocks[c]}, batched=False, recipes=recipes,
-                                    tokenizer=tokenizer, same=same))
+                                    tokenizer=tokenizer))
     else:
         results = generate(bank, COLUMNS, prompt, settings, clocks, batched=mode != "threads", recipes=recipes,
-                           tokenizer=tokenizer, same=same)
+                           tokenizer=tokenizer, same=_same.setdefault(bank, {}))
     _sync(bank.device)
     wall = time.perf_counter() - start
     intervals = sorted((clocks[c].times[0], clocks[c].times[-1]) for c in COLUMNS)

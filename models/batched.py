@@ -333,8 +333,8 @@ def _shared_product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
 
 # A slice read by this many rows at once, of at least this many bytes, that never changes, is multiplied through
 # a copy packed for oneDNN on CPUs: MKL's product of several rows with a weight is bound by arithmetic, not memory.
-# The rules are tried in order; a slice gets one packed copy, made on first use, and only the parents' slices,
-# which nothing writes, are packed.
+# A slice that meets any rule gets one packed copy, made on first use; only the parents' slices, which nothing
+# writes, are packed.
 # - Gemma's 262k-token head (671 MB in float32) read at 12.8 GB/s for 5 rows and 6.4 for 10 where one row read it
 #   at 28 (the memory's speed); the packed copy read it at 26.6 and 21.0.
 # - A layer's weights (Gemma 270M: 0.3-5 MB each, 0.35 GiB a parent) from 6 rows: several visitors at once, whose
