@@ -543,10 +543,11 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     args = parse_args(argv)
     from models.compat import CompatibilityError
+    from models.memory import MemoryPlanError
     from models.presets import PresetError
     from models.sources import SourceError
 
-    known = (PresetError, SourceError, CompatibilityError)  # told to the owner in a line, not a traceback
+    known = (PresetError, SourceError, CompatibilityError, MemoryPlanError)  # told to the owner in a line
     try:
         preset = preset_of(args)
         if args.check:

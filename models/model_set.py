@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from models import compat, sources
+from models import compat, memory, sources
 from models.bank import WeightBank
 from models.batched import PACKED
 from models.presets import Preset, PresetError
@@ -42,6 +42,7 @@ class ModelSet:
     parameters: int
     load_seconds: float
     notes: list[str] = field(default_factory=list)
+    plan: memory.Plan | None = None  # the memory plan the pool was sized by (models/memory.py)
 
     @property
     def sources(self) -> dict[str, str]:
@@ -65,7 +66,7 @@ class ModelSet:
             f"loaded in     {self.load_seconds:.1f} s",
         ]
         lines += [f"note          {n}" for n in self.notes]
-        return "\n".join(lines)
+        return "\n".join(lines + ([self.plan.summary()] if self.plan else []))
 
     def _packed_line(self) -> list[str]:
         """The oneDNN-packed copies a CPU decoding in float32 may add (models/batched.py: PACKED)."""
@@ -82,10 +83,13 @@ class ModelSet:
                 + ", ".join(parts)]
 
 
-def load(preset: Preset, pool: int = POOL_SIZE) -> ModelSet:
-    """Load, check and bank a model set; raises SourceError or CompatibilityError with what to fix."""
+def load(preset: Preset, pool: int = POOL_SIZE, available: dict[str, int] | None = None) -> ModelSet:
+    """Load, check and bank a model set; raises SourceError or CompatibilityError with what to fix, and
+    memory.MemoryPlanError when the bank and one pool slice do not fit. ``available``: each device's free bytes
+    (default: measured now, before anything loads)."""
     started = time.time()
     device = sources.resolve_device(preset.device)
+    available = dict(available) if available is not None else _available_now(device, preset.device_map)
     options = sources.LoadOptions(
         device=device, dtype=sources.resolve_dtype(preset.dtype, device), allow_pickle=preset.allow_pickle,
         trust_remote_code=preset.trust_remote_code, device_map=preset.device_map,
@@ -140,7 +144,10 @@ def load(preset: Preset, pool: int = POOL_SIZE) -> ModelSet:
         notes.append(f"prompt format {preset.prompt_format} resolved to {fmt} for this tokenizer")
         preset = dataclasses.replace(preset, prompt_format=fmt)
 
-    bank = WeightBank.build(template, {r: weights.pop(r) for r in PARENTS}, pool_variants(pool), fill=False)
+    sized = plan_memory(template, options.dtype, pool, available)
+    bank = WeightBank.build(template, {r: weights.pop(r) for r in PARENTS}, pool_variants(sized.pool), fill=False)
+    if not sized.packed:
+        bank.frozen = 0  # models/batched.py packs only frozen slices: none, as the plan has no room for them
     config = template.config
     return ModelSet(
         preset=preset,
@@ -150,8 +157,44 @@ def load(preset: Preset, pool: int = POOL_SIZE) -> ModelSet:
         dtype=options.dtype,
         architecture=compat._arch(config),
         num_layers=config.num_hidden_layers,
-        max_context=getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 1024),
+        max_context=memory.context_length(config),
         parameters=sum(t[0].numel() for t in bank.tensors.values()),
         load_seconds=time.time() - started,
         notes=notes,
+        plan=sized,
     )
+
+
+def _available_now(device: str, device_map: str | None) -> dict[str, int]:
+    """Each device's free memory before loading: the CPU, and the GPUs a device map may spread over."""
+    found = {"cpu": memory.available_bytes("cpu")}
+    if device.startswith("cuda"):
+        ids = range(torch.cuda.device_count()) if device_map else [torch.device(device).index or 0]
+        found.update({f"cuda:{i}": memory.available_bytes(f"cuda:{i}") for i in ids})
+    return found
+
+
+def plan_memory(template, dtype: torch.dtype, pool: int, available: dict[str, int]) -> memory.Plan:
+    """The memory plan for banking this template's weights (per device they sit on), logged in a line."""
+    sizes: dict[str, int] = {}
+    packable: dict[str, int] = {}
+    least = min(size for _, size in PACKED)
+    for p in dict(template.named_parameters()).values():  # a tied weight once, as the bank holds it
+        where, n = str(p.device), p.numel() * p.element_size()
+        sizes[where] = sizes.get(where, 0) + n
+        if p.device.type == "cpu" and dtype == torch.float32 and p.dim() == 2 and n >= least:
+            packable[where] = packable.get(where, 0) + n
+    total = sum(sizes.values())
+    cache = memory.cache_bytes(template.config, torch.tensor([], dtype=dtype).element_size())
+    runtime = {d: memory.RUNTIME_BYTES * (d == "cpu") + cache * n // total for d, n in sizes.items()}
+    missing = [d for d in sizes if d not in available]
+    if missing:
+        raise memory.MemoryPlanError(f"no free-memory figure for {', '.join(missing)}, where the weights sit")
+    plan = memory.plan(memory.device_plans(sizes, packable, runtime, available), pool)
+    log.info("memory plan: a pool of %d slices (%d asked), packed copies %s; %s", plan.pool, pool,
+             "planned" if plan.packed else "off",
+             "; ".join(f"{d.device} {plan.total(d) / memory.GIB:.2f} of {d.available / memory.GIB:.2f} GiB"
+                       for d in plan.devices))
+    for note in plan.notes:
+        log.warning("memory plan: %s", note)
+    return plan
