@@ -61,6 +61,7 @@ class Plan:
     pool: int  # slices planned: at most pool_asked
     packed: bool  # whether the packed copies are planned (else none is made)
     notes: tuple[str, ...] = field(default=())
+    resident: int = 0  # what this process held before loading (already counted as used, not in the plan)
 
     def total(self, device: DevicePlan) -> int:
         return device.needs(self.pool, self.packed)
@@ -82,10 +83,13 @@ class Plan:
                 f"  total       {self.total(d) / GIB:.2f} GiB of {d.available / GIB:.2f} GiB: "
                 f"{'fits' if self.total(d) <= d.available else 'does not fit'}",
             ]
+        if self.resident:
+            lines.append(f"  resident    {self.resident / GIB:.2f} GiB held by this process before loading, "
+                         f"outside the plan")
         return "\n".join(lines + [f"  note        {n}" for n in self.notes])
 
 
-def plan(devices: list[DevicePlan], pool: int) -> Plan:
+def plan(devices: list[DevicePlan], pool: int, resident: int = 0) -> Plan:
     """The largest pool up to ``pool`` (and the packed copies, if they fit beside one slice) that fits every
     device; MemoryPlanError when not even one slice fits."""
     if pool < 1:
@@ -108,7 +112,18 @@ def plan(devices: list[DevicePlan], pool: int) -> Plan:
         notes.append(f"pool sized down from {pool} to {fits} slices to fit this machine's memory: more distinct "
                      f"TIES (or DARE ...) settings at once re-merge a slice or wait for one. For more: "
                      f"--dtype bfloat16, or a bigger machine")
-    return Plan(tuple(devices), pool, fits, packed, tuple(notes))
+    return Plan(tuple(devices), pool, fits, packed, tuple(notes), resident)
+
+
+def resident_bytes(status: str = "/proc/self/status") -> int:
+    """This process's resident memory now (0 where /proc is not there)."""
+    try:
+        for line in Path(status).read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return 0
+    return 0
 
 
 def cache_bytes(config, element_size: int, rows: int = CACHE_ROWS) -> int:

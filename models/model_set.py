@@ -89,6 +89,7 @@ def load(preset: Preset, pool: int = POOL_SIZE, available: dict[str, int] | None
     (default: measured now, before anything loads)."""
     started = time.time()
     device = sources.resolve_device(preset.device)
+    resident = memory.resident_bytes()
     available = dict(available) if available is not None else _available_now(device, preset.device_map)
     options = sources.LoadOptions(
         device=device, dtype=sources.resolve_dtype(preset.dtype, device), allow_pickle=preset.allow_pickle,
@@ -144,7 +145,7 @@ def load(preset: Preset, pool: int = POOL_SIZE, available: dict[str, int] | None
         notes.append(f"prompt format {preset.prompt_format} resolved to {fmt} for this tokenizer")
         preset = dataclasses.replace(preset, prompt_format=fmt)
 
-    sized = plan_memory(template, options.dtype, pool, available)
+    sized = plan_memory(template, options.dtype, pool, available, resident)
     bank = WeightBank.build(template, {r: weights.pop(r) for r in PARENTS}, pool_variants(sized.pool), fill=False)
     if not sized.packed:
         bank.frozen = 0  # models/batched.py packs only frozen slices: none, as the plan has no room for them
@@ -174,7 +175,8 @@ def _available_now(device: str, device_map: str | None) -> dict[str, int]:
     return found
 
 
-def plan_memory(template, dtype: torch.dtype, pool: int, available: dict[str, int]) -> memory.Plan:
+def plan_memory(template, dtype: torch.dtype, pool: int, available: dict[str, int], resident: int = 0
+                ) -> memory.Plan:
     """The memory plan for banking this template's weights (per device they sit on), logged in a line."""
     sizes: dict[str, int] = {}
     packable: dict[str, int] = {}
@@ -190,7 +192,7 @@ def plan_memory(template, dtype: torch.dtype, pool: int, available: dict[str, in
     missing = [d for d in sizes if d not in available]
     if missing:
         raise memory.MemoryPlanError(f"no free-memory figure for {', '.join(missing)}, where the weights sit")
-    plan = memory.plan(memory.device_plans(sizes, packable, runtime, available), pool)
+    plan = memory.plan(memory.device_plans(sizes, packable, runtime, available), pool, resident)
     log.info("memory plan: a pool of %d slices (%d asked), packed copies %s; %s", plan.pool, pool,
              "planned" if plan.packed else "off",
              "; ".join(f"{d.device} {plan.total(d) / memory.GIB:.2f} of {d.available / memory.GIB:.2f} GiB"
