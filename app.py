@@ -516,18 +516,28 @@ def parse_args(argv=None):
                    help="answers kept to serve unchanged columns again; 0 decodes every column every time")
     p.add_argument("--pool", type=int, default=int(os.environ.get("HARMAN_POOL", "4")),
                    help="bank slices for materialised merges (TIES, DARE, breadcrumbs, DELLA, saving); each is "
-                        "one model copy, written when first used (env HARMAN_POOL)")
+                        "one model copy, written when first used, and fewer when the memory plan has no room for "
+                        "them (env HARMAN_POOL)")
+    # The page of the owner's own models (sources given instead of a preset's): its words.
+    p.add_argument("--title", default=os.environ.get("HARMAN_TITLE"),
+                   help="the page's title (default: the preset's, or the sources' names) (env HARMAN_TITLE)")
+    p.add_argument("--label1", default=os.environ.get("HARMAN_LABEL1"),
+                   help="Model 1's column label (default: the preset's, or 'Model 1') (env HARMAN_LABEL1)")
+    p.add_argument("--label2", default=os.environ.get("HARMAN_LABEL2"),
+                   help="Model 2's column label (default: the preset's, or 'Model 2') (env HARMAN_LABEL2)")
     return p.parse_args(argv)
 
 
 def preset_of(args):
     """The preset with the command line's overrides (a YAML read: no model is touched)."""
-    from models import presets
+    from models import presets, sources
 
     overrides = {"base": args.base, "model1": args.model1, "model2": args.model2, "device": args.device,
                  "dtype": args.dtype, "device_map": args.device_map, "allow_pickle": args.allow_pickle,
-                 "trust_remote_code": args.trust_remote_code, "prompt_format": args.prompt_format}
-    preset = presets.load(args.preset, overrides=overrides)
+                 "trust_remote_code": args.trust_remote_code, "prompt_format": args.prompt_format,
+                 "title": args.title, "model1_label": args.label1, "model2_label": args.label2}
+    preset = presets.load(args.preset, overrides=overrides,
+                          context=lambda base: sources.context_length(base, bool(args.trust_remote_code)))
     if args.pool < 1:
         raise presets.PresetError(f"--pool {args.pool}: the pool needs at least one slice for TIES")
     return preset

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,6 +62,9 @@ class Preset:
 
 
 _REQUIRED = ("base", "model1", "model2")
+# What a preset says about its own models, dropped when other models are given in their place.
+_DESCRIBES = ("title", "title_en", "model1_label", "model2_label", "model1_label_en", "model2_label_en",
+              "base_model", "system")
 
 
 def available() -> list[str]:
@@ -68,8 +72,11 @@ def available() -> list[str]:
 
 
 def load(name_or_path: str = DEFAULT_PRESET, overrides: dict | None = None,
-         environ: dict | None = None) -> Preset:
-    """Read a preset by name (``models/presets/NAME.yaml``) or path, then apply env and flag overrides."""
+         environ: dict | None = None, context: Callable[[str], int | None] | None = None) -> Preset:
+    """Read a preset by name (``models/presets/NAME.yaml``) or path, then apply env and flag overrides.
+
+    Sources given instead of the preset's own make a page for those models (``own_sources``); ``context(base)``
+    is their context length, from which their generation cap follows."""
     path = Path(name_or_path)
     if not path.suffix:
         path = PRESET_DIR / f"{name_or_path}.yaml"
@@ -89,11 +96,42 @@ def load(name_or_path: str = DEFAULT_PRESET, overrides: dict | None = None,
     # A preset's prompt format belongs to its own models: sources given instead of them, without a format, get
     # 'auto' (their tokenizer decides at load, models.model_set). Filling a preset's empty source keeps its format.
     given = {**env, **overrides}
-    if any(raw.get(k) and k in given and given[k] != raw[k] for k in _REQUIRED) and "prompt_format" not in given:
+    replaced = any(raw.get(k) and k in given and given[k] != raw[k] for k in _REQUIRED)
+    if replaced and "prompt_format" not in given:
         overrides["prompt_format"] = "auto"
+    if replaced:
+        raw = own_sources(raw, {**raw, **given}, given, context)
+    for key in ("title", "model1_label", "model2_label"):  # the owner's words, on both languages' pages
+        if given.get(key) and not given.get(f"{key}_en"):
+            raw[f"{key}_en"] = ""
     raw = _merge(raw, env)
     raw = _merge(raw, overrides)
     return _build(raw, str(path))
+
+
+def own_sources(raw: dict, sources: dict, given: dict, context: Callable[[str], int | None] | None) -> dict:
+    """A preset whose models were replaced, without what described them: its title (one from the sources' names
+    instead), column labels (Model 1, Model 2), the base's Hub id for model cards, and generation settings (the
+    generic ones, capped by the models' own context length). What the owner gives keeps its place."""
+    out = {k: v for k, v in raw.items() if k not in _DESCRIBES and k != "generation"}
+    out["title"] = " · ".join(source_name(sources[k]) for k in _REQUIRED)
+    generation = dict(given.get("generation") or {})
+    length = context(sources["base"]) if context is not None else None
+    if length and "max_new_tokens_cap" not in generation:
+        # Half the context for the answer, half for the prompt: a longer answer would cut the question.
+        generation["max_new_tokens_cap"] = max(1, length // 2)
+    cap = int(generation.get("max_new_tokens_cap", GenerationDefaults.max_new_tokens_cap))
+    if "max_new_tokens" not in generation:
+        generation["max_new_tokens"] = min(GenerationDefaults.max_new_tokens, cap)
+    out["generation"] = generation
+    return out
+
+
+def source_name(source: str) -> str:
+    """A source's short name: a folder's or Hub id's last part, an adapter's folder, a GGUF file's stem."""
+    name = source.split(":", 1)[1] if source.startswith(("lora:", "pypi-gguf:")) else source
+    last = Path(name.rstrip("/")).name
+    return Path(last).stem if last.endswith(".gguf") else last
 
 
 def _merge(raw: dict, extra: dict) -> dict:

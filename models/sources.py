@@ -94,6 +94,20 @@ def load_model(source: str, options: LoadOptions):
     return model
 
 
+def context_length(source: str, trust_remote_code: bool = False) -> int | None:
+    """A checkpoint's context length from its config alone (no weights); None when it cannot be read."""
+    from transformers import AutoConfig
+
+    from models.memory import context_length as of_config
+
+    try:
+        config = AutoConfig.from_pretrained(folder_of(source), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, SourceError) as err:
+        log.info("no context length for %s (%s); the generic generation cap applies", source, err)
+        return None
+    return of_config(config)
+
+
 def load_tokenizer(source: str, options: LoadOptions):
     from transformers import AutoTokenizer
 
