@@ -49,6 +49,7 @@ class Column:
     finish_reason: str = ""
     report: object = None  # the merge engine's diagnostics of the weights this answer came from
     pending: str = ""  # before its rows start: "merging" its pool slice, or "waiting" for a free one
+    pool_slots: int = 0  # its merge wrote over the least recently used setting of a pool of this many slices
 
     @property
     def tokens_per_second(self) -> float:
@@ -247,6 +248,8 @@ class Comparison:
             merged = column in held.variants and report is not None
             snapshot.columns[column].merge_ms = getattr(report, "ms", None) if merged else 0.0
             snapshot.columns[column].merge_free = column not in held.variants
+            if merged and self.pool.replaced(held.variants[column]):
+                snapshot.columns[column].pool_slots = self.pool.size
             if column in held.variants and report is None:
                 # No merge (the slice held this spec already): its weights are those of its last merge,
                 # which no other request can redo while this one reads them.

@@ -193,8 +193,9 @@ def plan_memory(template, dtype: torch.dtype, pool: int, available: dict[str, in
     if missing:
         raise memory.MemoryPlanError(f"no free-memory figure for {', '.join(missing)}, where the weights sit")
     plan = memory.plan(memory.device_plans(sizes, packable, runtime, available), pool, resident)
+    packed = "planned" if plan.packed else "off"
     log.info("memory plan: a pool of %d slices (%d asked), packed copies %s; %s", plan.pool, pool,
-             "planned" if plan.packed else "off",
+             packed if packable else "none (only a float32 bank on a CPU has them)",
              "; ".join(f"{d.device} {plan.total(d) / memory.GIB:.2f} of {d.available / memory.GIB:.2f} GiB"
                        for d in plan.devices))
     for note in plan.notes:

@@ -37,6 +37,7 @@ class _Slot:
     writing: Hashable | None = None  # the spec being merged into it
     readers: int = 0
     used: int = 0  # when it was last taken, for least-recently-used reuse
+    replaced: bool = False  # its latest merge wrote over another setting (the pool was full)
 
 
 class SlotPool:
@@ -102,6 +103,7 @@ class SlotPool:
                 slot.readers += 1
                 slot.used = next(self._clock)
                 if slot.spec != spec and slot.writing != spec:
+                    slot.replaced = slot.spec is not None
                     slot.spec, slot.writing = None, spec
                     writes.add(spec)
             return plan, writes
@@ -148,6 +150,11 @@ class SlotPool:
                 self.reports[slot.variant] = report
             self._cond.notify_all()
         return report
+
+    def replaced(self, variant: str) -> bool:
+        """Whether a bank variant's latest merge wrote over another setting's (every slice had been used)."""
+        with self._cond:
+            return any(s.replaced for s in self.slots if s.variant == variant)
 
     def report(self, variant: str) -> object:
         """The report of the merge a bank variant holds (for an answer whose slice needed no merge)."""

@@ -42,6 +42,8 @@ TEXT: dict[str, dict[str, str]] = {
         "length": "token sınırında kesildi",
         "pending_merging": "⏳ birleştiriliyor; diğer sütunlar başladı",
         "pending_waiting": "⏳ boş birleştirme yuvası bekleniyor",
+        # The memory plan's pool: a new setting took the slot of an older one
+        "pool_replaced": "havuzun en eski ayarının yuvasına ({slots} yuvadan biri)",
         "turkish_words": "Türkçe sözcük %{share:.0f} ({valid}/{n})", "no_own_words": "sorudan yeni sözcük yok",
         "rejected": "tanınmayan: {words}",
         "repeated": "tekrar %{share:.0f}",
@@ -108,6 +110,8 @@ TEXT: dict[str, dict[str, str]] = {
         "length": "cut at the token limit",
         "pending_merging": "⏳ merging; the other columns have started",
         "pending_waiting": "⏳ waiting for a free merge slot",
+        # The memory plan's pool: a new setting took the slot of an older one
+        "pool_replaced": "into the slot of the pool's least recently used setting (one of {slots})",
         "turkish_words": "Turkish words {share:.0f}% ({valid}/{n})", "no_own_words": "no words beyond the question's",
         "rejected": "not recognised: {words}",
         "repeated": "repeated {share:.0f}%",

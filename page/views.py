@@ -77,6 +77,8 @@ def column_footer(column, question: str, lang: str) -> str:
         parts.append(say(lang, "merge_free"))
     elif column.merge_ms is not None:
         parts.append(say(lang, "merge_ms", ms=column.merge_ms) if column.merge_ms else say(lang, "merge_same"))
+        if column.merge_ms and column.pool_slots:
+            parts[-1] += " " + say(lang, "pool_replaced", slots=column.pool_slots)
     if column.done:
         parts.append(say(lang, FINISHED.get(column.finish_reason, "done")))
         check = turkish.check(column.text, question)

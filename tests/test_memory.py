@@ -8,6 +8,7 @@ import app
 from models import memory, model_set
 from models.comparison import Comparison, Request
 from models.requests import Controls, generation_settings, merge_specs
+from page import views
 from tests import tiny_models
 from tests.test_model_set import preset_for
 
@@ -97,11 +98,16 @@ def test_a_small_device_gets_a_smaller_pool_and_the_comparison_reuses_it(gpt2_di
     # Five distinct TIES settings in a row: the pool stays at its two planned slices, each re-merged in turn.
     comparison = Comparison(ms, answer_cache=0)
     gen = ms.preset.generation
+    footers = []
     for density in (0.2, 0.35, 0.5, 0.65, 0.8):
         c = Controls(question="Başkent neresi?", ties_density=density, max_new_tokens=2)
         request = Request(c.question, ("ties",), merge_specs(c), generation_settings(c, gen))
-        last = list(comparison.run(request))[-1]
-        assert last.columns["ties"].done
+        ties = list(comparison.run(request))[-1].columns["ties"]
+        assert ties.done and ties.merge_ms
+        footers.append(views.column_footer(ties, c.question, "en"))
+    # From the third setting on, each merge wrote over the least recently used one, and its footer says so.
+    said = ["least recently used setting (one of 2)" in f for f in footers]
+    assert said == [False, False, True, True, True], footers
     assert comparison.pool.size == 2 and len(ms.bank.variants) == 5
     # The least recently used slice was re-merged each time: the two last settings are the ones held.
     last_two = [merge_specs(Controls(question="q", ties_density=d))["ties"] for d in (0.65, 0.8)]
