@@ -35,6 +35,7 @@ SHAPES = dict(n_layer=36, n_embd=1280, n_head=20, n_positions=1024, vocab_size=5
 EOS = "<|endoftext|>"
 DELTA = 0.002  # a fine-tune's random update, a tenth of GPT-2's initial weight scale
 QUESTION = "Türkiye'nin başkenti neresidir?"
+QUESTION2 = "İstanbul Boğazı hangi iki kıtayı ayırır?"  # after the releases: every column decodes, nothing merges
 DENSITIES = (0.2, 0.35, 0.65, 0.8, 0.9)  # five distinct TIES settings after the first request's 0.5
 COLUMNS = ("model1", "model2", "soup", "slerp", "ties", "extra")
 TOKENS, RATE, MERGED = re.compile(r"^(\d+) token"), re.compile(r"([\d.]+) tokens?/s"), re.compile(r"(\d+) ms")
@@ -184,10 +185,13 @@ def serve(folders: dict[str, Path], dtype: str, device: str, new_tokens: int, de
             row.update(density=d, rss_gib=round(status_kib(proc.pid, "VmRSS") / 2**20, 2))
             releases.append(row)
             print(json.dumps({"dtype": dtype, "server_ties": row}), flush=True)
+        # The first request shares the cores with the start's warm-up (SLERP's angles for every tensor) and its
+        # TIES merge; a new question at the last TIES setting decodes every column with nothing else to do.
+        again = ask(client, api_values(client, question=QUESTION2, max_new_tokens=new_tokens, ties_density=densities[-1]))
         peak = status_kib(proc.pid, "VmHWM") / 2**20
         client.close()
-        return {"plan": plan, "first_request": first, "ties_releases": releases, "peak_rss_gib": round(peak, 2),
-                "killed": proc.poll() is not None}
+        return {"plan": plan, "first_request": first, "ties_releases": releases, "new_question": again,
+                "peak_rss_gib": round(peak, 2), "killed": proc.poll() is not None}
     finally:
         proc.terminate()
         proc.wait(timeout=120)
@@ -283,8 +287,10 @@ def summary(dtype: str, server: dict, local: dict) -> None:
           f"{plan['available_gib']} GiB + {plan['resident_gib']} GiB resident before loading, pool "
           f"{plan['pool']}/{plan['pool_asked']}; server RSS after {len(releases)} TIES settings at most {worst} GiB "
           f"({'under' if worst <= bound else 'OVER'} {bound:.2f}), peak {server['peak_rss_gib']} GiB; process peak "
-          f"{local['peak_rss_gib']} GiB against {local['plan_gib'] + local['resident_gib']:.2f}; first token (server) "
-          f"{server['first_request']['first_token_s']}; TIES merge in the server {server_ms} ms against "
+          f"{local['peak_rss_gib']} GiB against {local['plan_gib'] + local['resident_gib']:.2f}; first token (server, "
+          f"a new question, nothing to merge) {server['new_question']['first_token_s']}, tokens/s "
+          f"{server['new_question']['tokens_per_s']}; (process) {local['first_token_s']}, {local['tokens_per_s']}; "
+          f"TIES merge in the server {server_ms} ms against "
           f"{local['ties_merge_ms']} ms in process (first: {ratio}x, same density {releases[0]['density']})",
           flush=True)
 
