@@ -35,7 +35,8 @@ SHAPES = dict(n_layer=36, n_embd=1280, n_head=20, n_positions=1024, vocab_size=5
 EOS = "<|endoftext|>"
 DELTA = 0.002  # a fine-tune's random update, a tenth of GPT-2's initial weight scale
 QUESTION = "Türkiye'nin başkenti neresidir?"
-QUESTION2 = "İstanbul Boğazı hangi iki kıtayı ayırır?"  # after the releases: every column decodes, nothing merges
+# After the releases: every column decodes, nothing merges.
+QUESTION2 = "İstanbul Boğazı hangi iki kıtayı ayırır?"
 DENSITIES = (0.2, 0.35, 0.65, 0.8, 0.9)  # five distinct TIES settings after the first request's 0.5
 COLUMNS = ("model1", "model2", "soup", "slerp", "ties", "extra")
 TOKENS, RATE, MERGED = re.compile(r"^(\d+) token"), re.compile(r"([\d.]+) tokens?/s"), re.compile(r"(\d+) ms")
@@ -158,7 +159,8 @@ def ask(client, values: list) -> dict:
     footers = dict(zip(COLUMNS, shown[1 + 2 * n:1 + 3 * n]))
     rates = {c: float(m.group(1)) for c, f in footers.items() if (m := RATE.search(f or ""))}
     merged = MERGED.search(footers["ties"] or "")
-    return {"wall_s": round(time.perf_counter() - started, 2), "first_token_s": {c: round(t, 2) for c, t in first.items()},
+    return {"wall_s": round(time.perf_counter() - started, 2),
+            "first_token_s": {c: round(t, 2) for c, t in first.items()},
             "tokens_per_s": rates, "ties_merge_ms": int(merged.group(1)) if merged else None}
 
 
@@ -187,7 +189,8 @@ def serve(folders: dict[str, Path], dtype: str, device: str, new_tokens: int, de
             print(json.dumps({"dtype": dtype, "server_ties": row}), flush=True)
         # The first request shares the cores with the start's warm-up (SLERP's angles for every tensor) and its
         # TIES merge; a new question at the last TIES setting decodes every column with nothing else to do.
-        again = ask(client, api_values(client, question=QUESTION2, max_new_tokens=new_tokens, ties_density=densities[-1]))
+        again = ask(client, api_values(client, question=QUESTION2, max_new_tokens=new_tokens,
+                                       ties_density=densities[-1]))
         peak = status_kib(proc.pid, "VmHWM") / 2**20
         client.close()
         return {"plan": plan, "first_request": first, "ties_releases": releases, "new_question": again,
