@@ -116,11 +116,12 @@ def own_sources(raw: dict, sources: dict, given: dict, context: Callable[[str], 
     out = {k: v for k, v in raw.items() if k not in _DESCRIBES and k != "generation"}
     out["title"] = " · ".join(source_name(sources[k]) for k in _REQUIRED)
     generation = dict(given.get("generation") or {})
-    length = context(sources["base"]) if context is not None else None
-    if length and "max_new_tokens_cap" not in generation:
+    length = context(sources["base"]) if context is not None and "max_new_tokens_cap" not in generation else None
+    if length:
         # Half the context for the answer, half for the prompt: a longer answer would cut the question.
         generation["max_new_tokens_cap"] = max(1, length // 2)
-    cap = int(generation.get("max_new_tokens_cap", GenerationDefaults.max_new_tokens_cap))
+    cap = _coerce(generation.get("max_new_tokens_cap", GenerationDefaults.max_new_tokens_cap), int,
+                  "generation.max_new_tokens_cap")
     if "max_new_tokens" not in generation:
         generation["max_new_tokens"] = min(GenerationDefaults.max_new_tokens, cap)
     out["generation"] = generation
