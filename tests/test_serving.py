@@ -419,3 +419,20 @@ def test_a_ties_release_shows_the_cached_columns_in_its_first_update_and_the_mer
     assert total == len(comparison.model_set.bank.tensors)
     ties = last.columns["ties"]
     assert ties.done and ties.n_tokens > 0 and not ties.pending and ties.progress is None and ties.merge_ms > 0
+
+
+def test_the_loop_s_thread_ends_when_no_row_is_left_and_the_next_request_starts_another():
+    """Idle, the loop holds no thread (nor, on a CPU, the OpenMP team of one: a merge meanwhile then has the
+    cores' only team, models/threads.py); the next request is answered alike by a new thread."""
+    bank, _ = tiny_bank("gpt2")
+    loop = DecodingLoop(bank)
+    settings = GenerationSettings(max_new_tokens=8, greedy=True)
+    first = loop.submit(Job({"model1": 1}, PROMPT, settings, {}))
+    assert first.done.wait(timeout=60)
+    for thread in threading.enumerate():
+        if thread.name == "harman-decoding-loop":
+            thread.join(timeout=30)  # it ends by itself: nothing else stops it
+    assert "harman-decoding-loop" not in {t.name for t in threading.enumerate() if t.is_alive()}
+    assert loop._thread is None
+    again = loop.run(Job({"model1": 1}, PROMPT, settings, {}))
+    assert again["model1"].token_ids == first.results["model1"].token_ids == alone(bank, "model1", PROMPT, settings)
