@@ -402,7 +402,8 @@ def test_a_ties_release_shows_the_cached_columns_in_its_first_update_and_the_mer
         column = update.columns[name]
         assert column.done and column.reused and column.text == first.columns[name].text, name
     assert update.columns["ties"].pending == "merging" and update.columns["ties"].n_tokens == 0
-    assert column_footer(update.columns["ties"], request.question, "en") == "⏳ merging; the other columns have started"
+    assert column_footer(update.columns["ties"], request.question, "en") == \
+        "⏳ merging; the other columns have started"
     release.set()
     shown = []
     for update in answers:
