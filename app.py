@@ -79,8 +79,10 @@ def with_inputs(fn, names: list[str], progress: bool = False):
     import gradio as gr
 
     kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
-    params = [inspect.Parameter(n, kind) for n in names]
-    params.append(inspect.Parameter("request", kind, annotation=gr.Request))
+    # Defaults of None: Gradio's API then offers None as the default of an input whose component starts empty (a
+    # per-model TIES density: follow the density); the others default to their components' values.
+    params = [inspect.Parameter(n, kind, default=None) for n in names]
+    params.append(inspect.Parameter("request", kind, default=None, annotation=gr.Request))
     if progress:
         params.append(inspect.Parameter("progress", kind, default=gr.Progress()))
     fn.__signature__ = inspect.Signature(params)
@@ -116,7 +118,6 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits(), prese
             for lang, entries in TEXT.items()}
     i18n = gr.I18n(**text)
     defaults = {c.name: getattr(gen, c.name) if c.preset else c.default for c in CONTROLS}
-    defaults["ties_density1"] = defaults["ties_density2"] = defaults["ties_density"]
 
     def component(c):
         """A control's component, from its row of the table."""
@@ -124,8 +125,9 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits(), prese
         if c.kind == "slider":
             hi = gen.max_new_tokens_cap if c.hi is None else c.hi
             return gr.Slider(c.lo, hi, value, step=c.step, label=label, elem_id=c.name, min_width=160)
-        if c.kind == "number":
-            return gr.Number(value, precision=0, label=label, elem_id=c.name)
+        if c.kind == "number":  # an optional one is empty until given: it follows another control
+            return gr.Number(value, precision=0 if c.whole else None, step=c.step or 1, label=label, elem_id=c.name,
+                             placeholder=i18n("follows_density") if c.optional else None)
         if c.kind == "checkbox":
             return gr.Checkbox(value, label=label, elem_id=c.name)
         if c.kind == "dropdown":

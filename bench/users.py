@@ -57,12 +57,12 @@ def api_values(controls) -> list:
 
 
 class Server:
-    def __init__(self, preset: str, pool: int):
+    def __init__(self, preset: str, pool: int, answer_cache: int = 0):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.proc = subprocess.Popen(
-            [sys.executable, "app.py", "--preset", preset, "--port", str(self.port), "--answer-cache", "0",
+            [sys.executable, "app.py", "--preset", preset, "--port", str(self.port), "--answer-cache", str(answer_cache),
              "--pool", str(pool), "--concurrency", "16", "--queue-size", "64"],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

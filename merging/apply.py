@@ -100,8 +100,9 @@ class MergeTarget:
         self._parents = {} if parents is None else parents
         self._untouched: dict[str, bool] = {}  # tensor name -> every model's tensor is the base's
 
-    def merge(self, spec: MergeSpec) -> MergeReport | None:
-        """Apply `spec`; None when that rewrites nothing."""
+    def merge(self, spec: MergeSpec, progress: Callable[[int, int], None] | None = None) -> MergeReport | None:
+        """Apply `spec`; None when that rewrites nothing. `progress(merged, total)` is called after each tensor
+        it rewrites (a page shows how far a long merge is)."""
         if spec == self.spec:
             return None
         start = time.perf_counter()
@@ -111,12 +112,14 @@ class MergeTarget:
         # leave it claiming the old one, or the next merge of the old spec would find "nothing changed".
         self.spec = None
         with torch.no_grad():
-            for job in stale:
+            for merged, job in enumerate(stale, 1):
                 # Forget first: should this job fail halfway, its tensor must not count as merged.
                 self._keys.pop(job.name, None)
                 self._tensors[job.name] = {}
                 job.run(self._tensors[job.name])
                 self._keys[job.name] = job.key
+                if progress is not None:
+                    progress(merged, len(stale))
         self.spec = spec
         if not stale:
             return None

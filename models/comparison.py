@@ -50,6 +50,7 @@ class Column:
     report: object = None  # the merge engine's diagnostics of the weights this answer came from
     pending: str = ""  # before its rows start: "merging" its pool slice, or "waiting" for a free one
     pool_slots: int = 0  # its merge wrote over the least recently used setting of a pool of this many slices
+    progress: tuple[int, int] | None = None  # while merging: tensors merged, of how many
 
     @property
     def tokens_per_second(self) -> float:
@@ -114,8 +115,8 @@ class Comparison:
         self._answers: OrderedDict = OrderedDict()
         self._answers_lock = threading.Lock()
 
-    def _merge(self, variant: str, spec):
-        return self.targets[variant].merge(spec)
+    def _merge(self, variant: str, spec, progress=None):
+        return self.targets[variant].merge(spec, progress)
 
     def _written(self, variant: str) -> None:
         self.versions[self.model_set.bank.index(variant)] += 1
@@ -140,13 +141,15 @@ class Comparison:
 
     @contextmanager
     def holding(self, specs: Mapping[str, Hashable], materialise: bool = False,
-                on_wait: Callable[[], None] | None = None, cancel: threading.Event | None = None) -> Iterator[Held]:
+                on_wait: Callable[[], None] | None = None, cancel: threading.Event | None = None,
+                on_progress: Callable[[Hashable, int, int], None] | None = None) -> Iterator[Held]:
         """Hold every merged column at its spec for the block (merge-free ones as coefficients, the others in
-        pool slices); ``materialise`` puts every merge in a pool slice (saving, the per-column fallback)."""
+        pool slices); ``materialise`` puts every merge in a pool slice (saving, the per-column fallback).
+        ``on_progress(spec, merged, total)`` hears of each tensor this request merges."""
         bank = self.model_set.bank
         pooled = self._pooled(specs, materialise)
         mixes = {c: self.coefficients(s) for c, s in specs.items() if c not in pooled}
-        with self.pool.holding(pooled, on_wait, cancel) as slots:
+        with self.pool.holding(pooled, on_wait, cancel, on_progress) as slots:
             held = Held(recipes={}, reports={}, variants={})
             for column, found in mixes.items():
                 held.recipes[column] = Mix.of(found.table, [bank.index(v) for v in PARENTS])
@@ -294,39 +297,22 @@ class Comparison:
         open_columns, last_yield, unshown = set(columns), 0.0, False
         begun = dict.fromkeys(columns, started)  # a deferred column's rate counts from its merge's end
         try:
+            if deferred or any(c.done for c in snapshot.columns.values()):
+                # What is ready (cached answers, a column's merge under way) is shown now, not after the merge.
+                last_yield = time.perf_counter()
+                yield snapshot
             while open_columns:
                 try:
-                    variant, kind, *payload = events.get(timeout=1 / UPDATES_PER_SECOND)
+                    event = events.get(timeout=1 / UPDATES_PER_SECOND)
                 except queue.Empty:
                     if unshown:  # what came since the last update (columns that ended, while others wait)
                         last_yield, unshown = time.perf_counter(), False
                         yield snapshot
                     continue
-                if kind == "failed":
-                    raise payload[0]
-                if kind == "waiting":
-                    snapshot.notes.append(WAITING_NOTE)
-                    for column in deferred:
-                        snapshot.columns[column].pending = "waiting"
+                if self._apply(snapshot, event, deferred, begun, open_columns) == "now":
+                    last_yield, unshown = time.perf_counter(), False
                     yield snapshot
                     continue
-                if kind == "held":  # the deferred columns' slices: merged, or found holding their specs
-                    snapshot.notes = [n for n in snapshot.notes if n != WAITING_NOTE]
-                    self._describe(snapshot, payload[0], deferred)
-                    for column in deferred:
-                        snapshot.columns[column].pending = ""
-                        begun[column] = time.perf_counter()
-                    unshown = True
-                    continue
-                column = snapshot.columns[variant]
-                if kind == "token":
-                    column.text, column.n_tokens = payload[0], payload[1]
-                    column.seconds = time.perf_counter() - begun[variant]
-                elif kind == "end":
-                    result = payload[0]
-                    column.text, column.n_tokens = result.text, result.n_tokens
-                    column.seconds, column.finish_reason, column.done = result.seconds, result.finish_reason, True
-                    open_columns.discard(variant)
                 now, unshown = time.perf_counter(), True
                 if now - last_yield >= 1 / UPDATES_PER_SECOND:
                     last_yield, unshown = now, False
@@ -339,6 +325,41 @@ class Comparison:
             deadline = time.monotonic() + 30
             for event in finished:
                 event.wait(timeout=max(0.0, deadline - time.monotonic()))
+
+    def _apply(self, snapshot: Snapshot, event: tuple, deferred: Mapping[str, Hashable], begun: dict,
+               open_columns: set) -> str:
+        """One event of the request's queue into its snapshot; "now" when the page should see it at once."""
+        variant, kind, *payload = event
+        if kind == "failed":
+            raise payload[0]
+        if kind == "waiting":
+            snapshot.notes.append(WAITING_NOTE)
+            for column in deferred:
+                snapshot.columns[column].pending = "waiting"
+            return "now"
+        if kind == "progress":  # tensors merged of total, for the columns of one spec
+            spec, done, total = payload
+            for column, wanted in deferred.items():
+                if wanted == spec:
+                    snapshot.columns[column].pending, snapshot.columns[column].progress = "merging", (done, total)
+            return ""
+        if kind == "held":  # the deferred columns' slices: merged, or found holding their specs
+            snapshot.notes = [n for n in snapshot.notes if n != WAITING_NOTE]
+            self._describe(snapshot, payload[0], deferred)
+            for column in deferred:
+                snapshot.columns[column].pending, snapshot.columns[column].progress = "", None
+                begun[column] = time.perf_counter()
+            return "now"
+        column = snapshot.columns[variant]
+        if kind == "token":
+            column.text, column.n_tokens = payload[0], payload[1]
+            column.seconds = time.perf_counter() - begun[variant]
+        elif kind == "end":
+            result = payload[0]
+            column.text, column.n_tokens = result.text, result.n_tokens
+            column.seconds, column.finish_reason, column.done = result.seconds, result.finish_reason, True
+            open_columns.discard(variant)
+        return ""
 
     def _later(self, deferred: Mapping[str, Hashable], prompt_ids: list[int], settings: GenerationSettings,
                streamers: Mapping[str, QueueStreamer], stop_event: threading.Event, events: queue.Queue
@@ -353,7 +374,9 @@ class Comparison:
 
         def work():
             try:
-                with self.holding(deferred, on_wait=lambda: events.put((None, "waiting")), cancel=stop_event) as held:
+                with self.holding(deferred, on_wait=lambda: events.put((None, "waiting")), cancel=stop_event,
+                                  on_progress=lambda spec, done, total: events.put((None, "progress", spec, done,
+                                                                                    total))) as held:
                     events.put((None, "held", held))
                     if stop_event.is_set():
                         return

@@ -29,7 +29,7 @@ class Control:
     valid_lo: float | None = None  # the server's lower bound when it is below the slider's (TIES density: (0, 1])
     merge: str | None = None  # the merged column it feeds; None: the question or generation
     sweep: bool = False  # a sweep may vary it over [lo, hi]
-    sets: tuple[tuple[str, str], ...] = ()  # moving it also sets: (control, "same" | "complement")
+    sets: tuple[tuple[str, str], ...] = ()  # moving it also sets: (control, "same" | "complement" | "follow")
     whole: bool = False  # a whole number
     optional: bool = False  # None means "follow another control" (a per-model TIES density)
     preset: bool = False  # its default comes from the preset's generation defaults
@@ -46,12 +46,13 @@ CONTROLS: tuple[Control, ...] = (
     Control("soup_w2", "slider", 0.5, "soup_w2", "w2", "main", 0, 1, 0.05, merge="soup"),
     Control("slerp_t", "slider", 0.5, "slerp_t", "t", "main", 0, 1, 0.05, merge="slerp", sweep=True),
     Control("ties_density", "slider", 0.5, "ties_density", "density", "main", 0.05, 1, 0.05, lo_open=True,
-            valid_lo=0, merge="ties", sweep=True, sets=(("ties_density1", "same"), ("ties_density2", "same"))),
+            valid_lo=0, merge="ties", sweep=True, sets=(("ties_density1", "follow"), ("ties_density2", "follow"))),
     Control("ties_w1", "slider", 1.0, "ties_w1", "tw1", "advanced", 0, 2, 0.05, merge="ties", sweep=True),
     Control("ties_w2", "slider", 1.0, "ties_w2", "tw2", "advanced", 0, 2, 0.05, merge="ties"),
-    Control("ties_density1", "slider", None, "ties_d1", "td1", "advanced", 0.05, 1, 0.05, lo_open=True, valid_lo=0,
+    # Empty (None): the model's density follows ties_density; a number box, since a slider cannot be empty.
+    Control("ties_density1", "number", None, "ties_d1", "td1", "advanced", 0.05, 1, 0.05, lo_open=True, valid_lo=0,
             merge="ties", optional=True),
-    Control("ties_density2", "slider", None, "ties_d2", "td2", "advanced", 0.05, 1, 0.05, lo_open=True, valid_lo=0,
+    Control("ties_density2", "number", None, "ties_d2", "td2", "advanced", 0.05, 1, 0.05, lo_open=True, valid_lo=0,
             merge="ties", optional=True),
     Control("ties_lambda", "slider", 1.0, "lambda", "lambda", "advanced", 0, 2, 0.05, merge="ties", sweep=True),
     Control("slerp_attn_schedule", "text", "", "attn_schedule", "attn", "advanced", merge="slerp"),
@@ -97,10 +98,11 @@ Controls = _derived["Controls"]  # every control's value in one request (models/
 
 
 def controls_at(controls, name: str, value: float):
-    """``controls`` with one control moved, and the controls it sets with it (soup w2 = 1 - w1, ...)."""
+    """``controls`` with one control moved, and the controls it sets with it (soup w2 = 1 - w1; the per-model TIES
+    densities follow the density: None)."""
     changes = {name: value}
     for other, how in BY_NAME[name].sets:
-        changes[other] = value if how == "same" else 1.0 - value
+        changes[other] = {"same": value, "complement": 1.0 - value, "follow": None}[how]
     return dataclasses.replace(controls, **changes)
 
 

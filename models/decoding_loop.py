@@ -101,11 +101,15 @@ class DecodingLoop:
     # The loop thread
 
     def _loop(self) -> None:
-        parallel()  # the server's one long-lived thread on every core (models/threads.py)
+        parallel()  # the server's one thread on every core while it decodes (models/threads.py)
         while True:
             with self._cond:
-                while not self._pending and not self._members:
-                    self._cond.wait()  # idle: no step, no CPU
+                if not self._pending and not self._members:
+                    # Idle: the thread ends, and its OpenMP team with it, so that a merge started meanwhile (a
+                    # TIES release whose other columns are cached) has the cores' only team; the next submit
+                    # starts a new thread.
+                    self._thread = None
+                    return
                 arriving, self._pending = self._pending, []
             for job in arriving:
                 self._admit(job)

@@ -41,10 +41,11 @@ class _Slot:
 
 
 class SlotPool:
-    def __init__(self, variants: list[str], merge: Callable[[str, Hashable], object],
+    def __init__(self, variants: list[str], merge: Callable[..., object],
                  written: Callable[[str], None] = lambda variant: None):
-        """``merge(variant, spec)`` writes a spec into a bank variant and returns its report; ``written(variant)``
-        is told before a variant's weights change (the batched forward's equality findings expire)."""
+        """``merge(variant, spec, progress)`` writes a spec into a bank variant and returns its report, calling
+        ``progress(merged, total)`` (when not None) after each tensor; ``written(variant)`` is told before a
+        variant's weights change (the batched forward's equality findings expire)."""
         if not variants:
             raise ValueError("SlotPool: give it at least one bank variant to merge into")
         self.slots = [_Slot(v) for v in variants]
@@ -59,17 +60,19 @@ class SlotPool:
 
     @contextmanager
     def holding(self, specs: Mapping[str, Hashable], on_wait: Callable[[], None] | None = None,
-                cancel: threading.Event | None = None) -> Iterator[dict[str, tuple[str, object]]]:
+                cancel: threading.Event | None = None,
+                on_progress: Callable[[Hashable, int, int], None] | None = None
+                ) -> Iterator[dict[str, tuple[str, object]]]:
         """Hold a slice at each column's spec for the block: yields column -> (bank variant, merge report or
         None when the slice held the spec already). Waiting for free slices ends with StoppedWaiting once
-        ``cancel`` is set."""
+        ``cancel`` is set; ``on_progress(spec, merged, total)`` hears of each tensor this request merges."""
         wanted = list(dict.fromkeys(specs.values()))
         if len(wanted) > len(self.slots):
             raise PoolTooSmall(f"this request needs {len(wanted)} materialised merges at once but the pool has "
                                f"{len(self.slots)} slices; raise --pool or ask for fewer sparsifying columns")
         taken, writes = self._take(wanted, on_wait, cancel)
         try:
-            reports = {spec: self._fill(spec, slot, spec in writes) for spec, slot in taken.items()}
+            reports = {spec: self._fill(spec, slot, spec in writes, on_progress) for spec, slot in taken.items()}
             yield {column: (taken[spec].variant, reports[spec]) for column, spec in specs.items()}
         finally:
             with self._cond:
@@ -124,7 +127,7 @@ class SlotPool:
                 plan[spec] = free.pop(0)
         return plan
 
-    def _fill(self, spec: Hashable, slot: _Slot, mine: bool) -> object:
+    def _fill(self, spec: Hashable, slot: _Slot, mine: bool, on_progress=None) -> object:
         """Merge ``spec`` into a slot this request claimed; or wait while another request merges it (and take
         the merge over if that one failed)."""
         if not mine:
@@ -138,7 +141,8 @@ class SlotPool:
                 return None
         self._written(slot.variant)
         try:
-            report = in_parallel_thread(lambda: self._merge(slot.variant, spec), "harman-merge")
+            progress = None if on_progress is None else lambda merged, total: on_progress(spec, merged, total)
+            report = in_parallel_thread(lambda: self._merge(slot.variant, spec, progress), "harman-merge")
         except BaseException:
             with self._cond:
                 slot.spec = slot.writing = None  # partly written: the next merge rewrites it whole

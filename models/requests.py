@@ -57,9 +57,7 @@ def merge_specs(c: Controls) -> dict[str, MergeSpec]:
     if w1 + w2 == 0:
         raise RequestError("err_soup_zero")
     t = _value("slerp_t", c.slerp_t)
-    density = _value("ties_density", c.ties_density)
-    d1 = density if c.ties_density1 is None else _value("ties_density1", c.ties_density1)
-    d2 = density if c.ties_density2 is None else _value("ties_density2", c.ties_density2)
+    d1, d2 = ties_densities(c)
     tw1, tw2 = _value("ties_w1", c.ties_w1), _value("ties_w2", c.ties_w2)
     if tw1 + tw2 == 0:
         raise RequestError("err_ties_zero")
@@ -88,6 +86,22 @@ def merge_specs(c: Controls) -> dict[str, MergeSpec]:
         specs["extra"] = extra_spec(c.extra_method, tw1, tw2, _value("extra_density", c.extra_density), lam,
                                     _value("seed", c.seed))
     return specs
+
+
+def ties_densities(c: Controls) -> tuple[float, float]:
+    """Model 1's and Model 2's TIES density: ``ties_density`` for both, unless a per-model one is given.
+
+    Both per-model densities given override ``ties_density`` only while it is at its default (the page's slider
+    untouched, or left out of an API call); a ``ties_density`` moved to a value that neither of them has asks for
+    two different things, and is refused rather than one of them silently winning."""
+    density = _value("ties_density", c.ties_density)
+    d1 = density if c.ties_density1 is None else _value("ties_density1", c.ties_density1)
+    d2 = density if c.ties_density2 is None else _value("ties_density2", c.ties_density2)
+    given = c.ties_density1 is not None and c.ties_density2 is not None
+    if given and density != BY_NAME["ties_density"].default and density not in (d1, d2):
+        raise RequestError("err_ties_density_conflict", density=density, d1=d1, d2=d2,
+                           default=BY_NAME["ties_density"].default)
+    return d1, d2
 
 
 def extra_spec(method: str, w1: float, w2: float, density: float, lam: float, seed: int) -> MergeSpec:

@@ -8,7 +8,9 @@ them at every one. Measured on 2 cores, the default pair, one user: the decoding
 tokens/s while it held the only team and at 26.6 once one other living thread held one (a Gradio worker thread
 that had run a merge, say; Gradio keeps those threads).
 
-So the server keeps one long-lived team, the decoding loop's (``parallel()`` at its start). ``confine()`` puts
+So the server keeps one team, the decoding loop's (``parallel()`` at its start), and only while rows decode: the
+loop's thread ends when it has none, so that a merge meanwhile (a TIES release whose other columns are cached)
+runs with the only team rather than at 1.3-2x its time (docs/benchmarks.md, bench.release). ``confine()`` puts
 the main thread on one core; the threads Gradio runs handlers in keep torch's default, and what they run with
 torch is either small (below torch's grain size for parallel work, so no team) or goes through
 ``in_parallel_thread``: work worth every core that ends (a materialised merge, a merge's coefficients, loading,

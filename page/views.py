@@ -68,7 +68,9 @@ def column_footer(column, question: str, lang: str) -> str:
     words that are Turkish words, the share of repeated word 3-grams), and the merge's diagnostics in brief."""
     if column is None:
         return ""
-    if column.pending:  # its pool slice is being merged, or it waits for a free one
+    if column.pending:  # its pool slice is being merged (how far, once a tensor is), or it waits for a free one
+        if column.pending == "merging" and column.progress:
+            return say(lang, "pending_progress", merged=column.progress[0], total=column.progress[1])
         return say(lang, f"pending_{column.pending}")
     parts = [say(lang, "tokens", n=column.n_tokens), say(lang, "rate", rate=column.tokens_per_second)]
     if column.reused:

@@ -15,7 +15,7 @@ from tests import tiny_models
 
 QUESTION = "Dünyanın en soğuk yeri neresidir?"
 DEFAULTS = dict(question=QUESTION, soup_w1=0.5, soup_w2=0.5, slerp_t=0.5, ties_density=0.5, ties_w1=1.0, ties_w2=1.0,
-                ties_density1=0.5, ties_density2=0.5, ties_lambda=1.0, slerp_attn_schedule="",
+                ties_density1=None, ties_density2=None, ties_lambda=1.0, slerp_attn_schedule="",
                 slerp_mlp_schedule="", extra_method="", extra_density=0.5, max_new_tokens=12, temperature=0.7,
                 top_p=0.9, repetition_penalty=1.0, greedy=True, seed=0)
 ANSWERS = slice(1 + len(app.COLUMNS), 1 + 2 * len(app.COLUMNS))
@@ -324,6 +324,9 @@ def test_a_bad_value_is_refused_naming_the_control_and_the_next_request_is_answe
      "TIES weights: both are 0; give at least one model"),
     ({"question": "Ankara " * 400}, "soru: 2800 karakter, bu kurulumun 2000 karakterlik sınırını aşıyor",
      "question: 2800 characters is over this deployment's limit of 2000"),
+    ({"ties_density": 0.35, "ties_density1": 0.2, "ties_density2": 0.8},
+     "TIES yoğunluğu 0.35, iki modelin kendi yoğunlukları ise 0.2 ve 0.8",
+     "the TIES density is 0.35 but the two models' own densities are 0.2 and 0.8"),
 ])
 def test_a_refusal_is_in_the_visitors_language(served, changes, turkish, english):
     client, _ = served
@@ -371,3 +374,39 @@ def test_the_page_is_served_before_its_models_and_a_question_waits_for_them(tmp_
         release.set()
         client.close()
         page.close()
+
+
+def test_the_ties_density_alone_governs_both_models_through_the_api(served):
+    """Only the first five inputs, as the README's example gives them: the per-model densities follow."""
+    client, _ = served
+    out = client.predict(QUESTION, 0.5, 0.5, 0.5, 0.35, api_name="/compare")
+    titles, answers = dict(zip(app.COLUMNS, out[1:1 + len(app.COLUMNS)])), dict(zip(app.COLUMNS, out[ANSWERS]))
+    assert titles["ties"] == "**TIES** · yoğunluk 0.35"
+    both = client.predict(question=QUESTION, ties_density=0.35, ties_density1=0.35, ties_density2=0.35,
+                          api_name="/compare")
+    assert answers["ties"] == dict(zip(app.COLUMNS, both[ANSWERS]))["ties"]
+    assert answers["ties"] != ask(client)["ties"], "density 0.35 must answer otherwise than 0.5 for this to mean much"
+    parameters = {p["parameter_name"]: p for p in client.view_api(print_info=False, return_format="dict")
+                  ["named_endpoints"]["/compare"]["parameters"]}
+    assert parameters["ties_density1"]["parameter_default"] is None
+    assert parameters["ties_density2"]["parameter_default"] is None
+    assert parameters["ties_density"]["parameter_default"] == 0.5
+
+
+def test_the_readme_client_example_runs_as_written(served, capsys):
+    """The README's `client.predict(...)` snippet, run as it is, against the app on tiny models."""
+    import re
+    from pathlib import Path
+
+    client, _ = served
+    readme = (Path(app.__file__).parent / "README.md").read_text()
+    api = readme[readme.index("\n## API"):]
+    snippet = re.search(r"```python\n(.*?)```", api, re.S).group(1)
+    assert 'Client("http://127.0.0.1:7860/")' in snippet
+    namespace = {}
+    exec(snippet.replace("http://127.0.0.1:7860/", client.src), namespace)
+    titles, answers, footers = namespace["titles"], namespace["answers"], namespace["footers"]
+    assert titles[3] == "**SLERP** · t = 0.20" and titles[4] == "**TIES** · density 0.35"
+    assert all(answers[:5]) and answers[5] == ""
+    assert footers[4].startswith("12 tokens") and "kept 35%" in footers[4]  # TIES kept 35% of each task vector
+    assert capsys.readouterr().out.endswith(f"\n{titles[4]} | {answers[4]}\n")

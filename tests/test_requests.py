@@ -70,3 +70,34 @@ def test_every_extra_density_the_slider_allows_gives_a_della_merge(method):
         density = round(0.05 * step, 2)
         spec = merge_specs(Controls(question="q", extra_method=method, extra_density=density))["extra"]
         merge_model(sentinel(base), base, [first, second], spec, LAYERS)
+
+
+def ties_densities_of(**changes) -> list[float]:
+    return [m["parameters"]["density"] for m in merge_specs(Controls(question="q", **changes))["ties"]
+            .to_dict()["models"]]
+
+
+def test_the_ties_density_alone_governs_both_models_unless_per_model_ones_are_given():
+    assert Controls(question="q").ties_density1 is None  # the per-model densities follow unless given
+    assert ties_densities_of(ties_density=0.35) == [0.35, 0.35]
+    assert ties_densities_of(ties_density=0.35, ties_density2=0.8) == [0.35, 0.8]
+    assert ties_densities_of(ties_density1=0.2, ties_density2=0.8) == [0.2, 0.8]  # the density at its default
+    assert ties_densities_of(ties_density=0.2, ties_density1=0.2, ties_density2=0.8) == [0.2, 0.8]
+
+
+def test_a_ties_density_that_neither_per_model_density_has_is_refused_in_both_languages():
+    with pytest.raises(RequestError) as refused:
+        merge_specs(Controls(question="q", ties_density=0.35, ties_density1=0.2, ties_density2=0.8))
+    assert refused.value.text("en") == (
+        "the TIES density is 0.35 but the two models' own densities are 0.2 and 0.8: which one holds is unclear. "
+        "Leave one per-model density empty (it then follows the TIES density) or set the TIES density back to its "
+        "default (0.5)")
+    assert refused.value.text("tr").startswith("TIES yoğunluğu 0.35, iki modelin kendi yoğunlukları ise 0.2 ve 0.8")
+
+
+def test_moving_the_ties_density_leaves_the_per_model_densities_following_it():
+    from models.controls import controls_at
+
+    moved = controls_at(Controls(question="q", ties_density1=0.2, ties_density2=0.8), "ties_density", 0.3)
+    assert (moved.ties_density, moved.ties_density1, moved.ties_density2) == (0.3, None, None)
+    assert ties_densities_of(ties_density=moved.ties_density) == [0.3, 0.3]

@@ -25,7 +25,7 @@ class Merges:
     def __init__(self, fail: set = frozenset(), delay: float = 0.0):
         self.calls, self.fail, self.delay = [], set(fail), delay
 
-    def __call__(self, variant, spec):
+    def __call__(self, variant, spec, progress=None):
         self.calls.append((variant, spec))
         time.sleep(self.delay)
         if spec in self.fail:
@@ -293,10 +293,10 @@ def test_columns_without_a_merge_stream_while_the_ties_slice_is_merged(tmp_path)
     release, merging = threading.Event(), threading.Event()
     real_merge = comparison.pool._merge
 
-    def slow_merge(variant, spec):
+    def slow_merge(variant, spec, progress=None):
         merging.set()
         assert release.wait(30)
-        return real_merge(variant, spec)
+        return real_merge(variant, spec, progress)
 
     comparison.pool._merge = slow_merge
     forward = comparison.loop.model.forward
@@ -367,3 +367,73 @@ def test_without_the_batched_loop_every_column_waits_for_its_merge_and_answers_a
     for column in request.columns:
         assert ours.columns[column].text == theirs.columns[column].text, column
     assert theirs.columns["ties"].merge_ms > 0 and not theirs.columns["soup"].merge_free
+
+
+def test_a_ties_release_shows_the_cached_columns_in_its_first_update_and_the_merge_s_progress(tmp_path):
+    """The same question at a new TIES density: Model 1, Model 2, Soup and SLERP come from the cache and are in
+    the request's first update while TIES is still merging; TIES says how many tensors are merged, then joins."""
+    from dataclasses import replace
+
+    from page.views import column_footer
+
+    comparison, request = comparison_and_request(tmp_path)
+    comparison.answer_cache = 16
+    first = list(comparison.run(request))[-1]
+    merging, release, progress_seen = threading.Event(), threading.Event(), threading.Event()
+    counts, real_merge = [], comparison.pool._merge
+
+    def held_merge(variant, spec, progress=None):
+        merging.set()
+        assert release.wait(30)
+
+        def told(merged, total):
+            progress(merged, total)
+            counts.append((merged, total))
+            if merged == 1:  # the page must see the first count before the merge goes on
+                assert progress_seen.wait(30)
+        return real_merge(variant, spec, told)
+
+    comparison.pool._merge = held_merge
+    denser = replace(request, specs={**request.specs, "ties": MergeSpec("ties", {"weight": 0.5, "density": 0.8})})
+    answers = comparison.run(denser)
+    update = next(answers)
+    assert merging.wait(30) and not release.is_set()  # the first update came while the merge had not begun
+    for name in ("model1", "model2", "soup", "slerp"):
+        column = update.columns[name]
+        assert column.done and column.reused and column.text == first.columns[name].text, name
+    assert update.columns["ties"].pending == "merging" and update.columns["ties"].n_tokens == 0
+    assert column_footer(update.columns["ties"], request.question, "en") == \
+        "⏳ merging; the other columns have started"
+    release.set()
+    shown = []
+    for update in answers:
+        ties = update.columns["ties"]
+        if ties.progress:
+            shown.append(ties.progress)
+            assert column_footer(ties, request.question, "en").startswith(f"⏳ merging: {ties.progress[0]} of "
+                                                                         f"{ties.progress[1]} tensors merged")
+            progress_seen.set()
+        last = update
+    comparison.pool._merge = real_merge
+    total = counts[-1][1]
+    assert shown[0] == (1, total) and counts == [(i, total) for i in range(1, total + 1)]
+    assert total == len(comparison.model_set.bank.tensors)
+    ties = last.columns["ties"]
+    assert ties.done and ties.n_tokens > 0 and not ties.pending and ties.progress is None and ties.merge_ms > 0
+
+
+def test_the_loop_s_thread_ends_when_no_row_is_left_and_the_next_request_starts_another():
+    """Idle, the loop holds no thread (nor, on a CPU, the OpenMP team of one: a merge meanwhile then has the
+    cores' only team, models/threads.py); the next request is answered alike by a new thread."""
+    bank, _ = tiny_bank("gpt2")
+    loop = DecodingLoop(bank)
+    settings = GenerationSettings(max_new_tokens=8, greedy=True)
+    first = loop.submit(Job({"model1": 1}, PROMPT, settings, {}))
+    assert first.done.wait(timeout=60)
+    for thread in threading.enumerate():
+        if thread.name == "harman-decoding-loop":
+            thread.join(timeout=30)  # it ends by itself: nothing else stops it
+    assert "harman-decoding-loop" not in {t.name for t in threading.enumerate() if t.is_alive()}
+    assert loop._thread is None
+    again = loop.run(Job({"model1": 1}, PROMPT, settings, {}))
+    assert again["model1"].token_ids == first.results["model1"].token_ids == alone(bank, "model1", PROMPT, settings)
