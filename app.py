@@ -487,6 +487,7 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits(), prese
                       show_progress="hidden")
         board = dict(fn=v.leaderboard, inputs=None, outputs=[v.board, v.heatmap], show_progress="hidden")
         v.battle_btn.click(**battle, api_name="battle")
+        page.load(**board, api_name="leaderboard")  # before the private uses, which would take its name
         v.question.submit(**battle, api_visibility="private")
         v.example_btn.click(v.draw_example, v.question, v.question, api_visibility="private", queue=False)
         v.next_btn.click(v.draw_example, v.question, v.question, api_visibility="private", queue=False).then(
@@ -496,11 +497,11 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits(), prese
         for choice, button in v.buttons.items():
             button.click(v.vote_for(choice), v.battle_id, [v.reveal, v.status], api_visibility="private").success(
                 **board, api_visibility="private")
-        page.load(**board, api_name="leaderboard")
         page.load(v.open_if_judging, None, v.accordion, api_visibility="private", queue=False)
         v.link_btn.click(None, inputs=controls, outputs=v.link, js=v.judging_link_js(LINK_KEYS),
                          api_visibility="private")
-        v.export_btn.click(v.export, None, v.export_file, api_name="votes_export")
+        v.export_api.click(v.export_path, None, v.export_file, api_name="votes_export")
+        v.export_btn.click(v.export, None, v.export_file, api_visibility="private")
     return page, {"i18n": i18n, "js": SETTLE_TYPED_VALUES_JS}
 
 

@@ -82,7 +82,8 @@ class VotePart:
                 self.next_btn = gr.Button(i18n("vote_next"), size="sm", scale=1, elem_id="vote_next")
                 self.link_btn = gr.Button(i18n("vote_copy_link"), size="sm", scale=1, elem_id="vote_copy_link")
                 self.link = gr.Textbox(label=i18n("vote_link"), buttons=["copy"], scale=3, elem_id="vote_link")
-            self.vote_api = gr.Button(visible=False, elem_id="vote_api")
+            self.vote_api = gr.Button(visible=False, elem_id="vote_api")  # the API's endpoints, no button shown
+            self.export_api = gr.Button(visible=False, elem_id="vote_export_api")
             gr.Markdown(i18n("vote_board_title"))
             self.board = gr.Dataframe(interactive=False, elem_id="vote_leaderboard")
             gr.Markdown(i18n("vote_heatmap_title"))
@@ -119,18 +120,17 @@ class VotePart:
                                                           if col in specs else None}) for col in (a, b)]
                 battle = self.battles.open(session_of(request), c.question, *sides, self.settings_record(settings),
                                            self.models)
-                snap = None
                 for snap in comparison.run(Request(c.question, (a, b), {k: specs[k] for k in (a, b) if k in specs},
                                                    settings)):
-                    yield {self.battle_id: battle.id, self.answer_a: views.answer_text(snap.columns[a]),
-                           self.answer_b: views.answer_text(snap.columns[b]),
-                           self.status: say(lang, "vote_writing"), self.reveal: ""}
+                    shown = {self.battle_id: battle.id, self.answer_a: views.answer_text(snap.columns[a]),
+                             self.answer_b: views.answer_text(snap.columns[b]),
+                             self.status: say(lang, "vote_writing"), self.reveal: ""}
+                    yield shown
         except ValueError as err:
             raise self.refused(err, lang) from None
-        done = [snap.columns[a], snap.columns[b]]
-        if all(col.done and col.finish_reason != "stopped" for col in done):
-            self.battles.finish(battle.id, *(views.answer_text(col) for col in done))
-            yield {self.status: say(lang, "vote_ready")}
+        if all(col.done and col.finish_reason != "stopped" for col in (snap.columns[a], snap.columns[b])):
+            self.battles.finish(battle.id, shown[self.answer_a], shown[self.answer_b])
+            yield {**shown, self.status: say(lang, "vote_ready")}  # the API's result is this last update, whole
 
     @staticmethod
     def settings_record(settings) -> dict:
@@ -195,13 +195,17 @@ class VotePart:
         return {self.board: table, self.heatmap: rates.style.apply(heat, rates=board.win_rate, axis=None)}
 
     def export(self) -> dict:
-        """Every vote as a CSV file to download."""
+        """The page's download: every vote as a CSV file, shown."""
+        return {self.export_file: gr.File(self.export_path(), visible=True)}
+
+    def export_path(self) -> str:
+        """Every vote as a CSV file (the votes_export endpoint: the file itself)."""
         folder = Path(tempfile.gettempdir()) / "harman-votes-export"
         folder.mkdir(exist_ok=True)
         for old in sorted(folder.glob("votes-*.csv"))[:-EXPORTS_KEPT + 1]:
             old.unlink(missing_ok=True)
         out = self.store.export_csv(folder / f"votes-{time.strftime('%Y%m%d-%H%M%S')}-{random.randrange(10**6)}.csv")
-        return {self.export_file: gr.File(str(out), visible=True)}
+        return str(out)
 
 
 def heat(frame: pd.DataFrame, rates) -> pd.DataFrame:
