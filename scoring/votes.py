@@ -53,6 +53,11 @@ CREATE INDEX IF NOT EXISTS votes_models ON votes (models);
 """
 
 
+def as_json(value) -> str:
+    """The one JSON spelling of a stored object: a model set's identity is matched by its text."""
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
 class StoreError(Refusal):
     """A store this server cannot use (a newer schema, not a SQLite file)."""
 
@@ -86,7 +91,7 @@ class VoteStore:
     def record(self, vote: Mapping[str, object]) -> None:
         """Write one vote (EXPORT_COLUMNS' keys; the JSON ones as objects) and commit it; a second vote on the same
         battle is refused and writes nothing."""
-        row = {k: json.dumps(vote[k], ensure_ascii=False, sort_keys=True) if k in JSON_COLUMNS else vote[k]
+        row = {k: as_json(vote[k]) if k in JSON_COLUMNS else vote[k]
                for k in EXPORT_COLUMNS}
         names = ", ".join(EXPORT_COLUMNS)
         with self._lock:
@@ -103,14 +108,17 @@ class VoteStore:
 
     def rows(self, models: Mapping | None = None) -> list[dict]:
         """Every vote in the order written (only those of one model set, given its identity)."""
-        where, args = ("WHERE models = ?", (json.dumps(models, sort_keys=True),)) if models is not None else ("", ())
+        where, args = ("WHERE models = ?", (as_json(models),)) if models is not None else ("", ())
         with self._lock:
             cursor = self._db.execute(f"SELECT {', '.join(EXPORT_COLUMNS)} FROM votes {where} ORDER BY id", args)
             return [dict(zip(EXPORT_COLUMNS, r)) for r in cursor.fetchall()]
 
     def votes(self, models: Mapping | None = None) -> list[Vote]:
-        """The votes as the leaderboard reads them."""
-        return [Vote(r["variant_a"], r["variant_b"], r["choice"]) for r in self.rows(models)]
+        """The votes as the leaderboard reads them (three columns: the page reads them after every vote)."""
+        where, args = ("WHERE models = ?", (as_json(models),)) if models is not None else ("", ())
+        with self._lock:
+            cursor = self._db.execute(f"SELECT variant_a, variant_b, choice FROM votes {where} ORDER BY id", args)
+            return [Vote(*r) for r in cursor.fetchall()]
 
     def count(self) -> int:
         with self._lock:
