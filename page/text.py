@@ -82,15 +82,15 @@ TEXT: dict[str, dict[str, str]] = {
         "vote": "Kör oylama", "vote_question_ph": "Bir soru yazın ya da örnek çekin",
         "vote_intro": "Sayfanın iki sütunu, şu anki ayarlarıyla, rastgele seçilir ve sorunuzu adları gizli olarak "
                       "**A** ve **B** diye cevaplar. Hangisi daha iyi? Oyunuzdan sonra adları ve ayarları gösterilir.",
-        "vote_example": "🎲 Örnek soru", "vote_battle": "Karşılaştır", "vote_A": "👈 A daha iyi",
-        "vote_B": "B daha iyi 👉", "vote_tie": "🤝 Berabere", "vote_both_bad": "👎 İkisi de kötü",
+        "vote_example": "Örnek soru çek", "vote_battle": "Karşılaştır", "vote_A": "A daha iyi",
+        "vote_B": "B daha iyi", "vote_tie": "Berabere", "vote_both_bad": "İkisi de kötü",
         "vote_next": "Sonraki karşılaştırma (yeni örnek soru)", "vote_board_title": "#### Sıralama (Bradley–Terry)",
         "vote_heatmap_title": "Satırdaki varyantın sütundakine karşı kazanma oranı (beraberlik ve ikisi de kötü: "
                               "yarım galibiyet)",
         "vote_copy_link": "Oylama bağlantısını kopyala", "vote_link": "Bu ayarlarla oylama bağlantısı",
         "vote_export": "Oyları indir (CSV)", "vote_writing": "⏳ Cevaplar yazılıyor…",
-        "vote_ready": "Cevaplar hazır: hangisi daha iyi?", "vote_thanks": "✅ Oyunuz kaydedildi.",
-        "vote_your_choice": "Oyunuz: **{choice}**", "vote_greedy": "açgözlü (greedy)",
+        "vote_ready": "Cevaplar hazır: hangisi daha iyi?", "vote_thanks": "Oyunuz kaydedildi.",
+        "vote_your_choice": "Oyunuz: **{choice}**", "vote_spec": "birleştirme tanımı (mergekit)", "vote_greedy": "açgözlü (greedy)",
         "vote_sampled": "örnekleme (sıcaklık {temperature}, top-p {top_p})",
         "vote_settings": "Üretim: {greedy}, en fazla {tokens} token, tekrar cezası {penalty}, tohum {seed} · "
                          "model seti: {models}",
@@ -165,14 +165,14 @@ TEXT: dict[str, dict[str, str]] = {
         "vote_intro": "Two of the page's columns, at its current settings, are drawn at random and answer your "
                       "question as **A** and **B**, with no names. Which is better? Names and settings are shown "
                       "after your vote.",
-        "vote_example": "🎲 Example question", "vote_battle": "Compare", "vote_A": "👈 A is better",
-        "vote_B": "B is better 👉", "vote_tie": "🤝 Tie", "vote_both_bad": "👎 Both are bad",
+        "vote_example": "Draw an example", "vote_battle": "Compare", "vote_A": "A is better",
+        "vote_B": "B is better", "vote_tie": "Tie", "vote_both_bad": "Both are bad",
         "vote_next": "Next battle (a new example question)", "vote_board_title": "#### Leaderboard (Bradley–Terry)",
         "vote_heatmap_title": "How often the row's variant beat the column's (a tie or both bad: half a win)",
         "vote_copy_link": "Copy the judging link", "vote_link": "A judging link with these settings",
         "vote_export": "Download the votes (CSV)", "vote_writing": "⏳ Writing the answers…",
-        "vote_ready": "Both answers are in: which is better?", "vote_thanks": "✅ Your vote is stored.",
-        "vote_your_choice": "Your vote: **{choice}**", "vote_greedy": "greedy",
+        "vote_ready": "Both answers are in: which is better?", "vote_thanks": "Your vote is stored.",
+        "vote_your_choice": "Your vote: **{choice}**", "vote_spec": "merge spec (mergekit)", "vote_greedy": "greedy",
         "vote_sampled": "sampling (temperature {temperature}, top-p {top_p})",
         "vote_settings": "Generation: {greedy}, at most {tokens} tokens, repetition penalty {penalty}, seed {seed} · "
                          "model set: {models}",

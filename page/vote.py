@@ -8,6 +8,7 @@ vote live in scoring/battles.py, the store in scoring/votes.py, the fit in scori
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import random
@@ -78,7 +79,7 @@ class VotePart:
                 self.buttons = {c: gr.Button(i18n(f"vote_{c}"), elem_id=f"vote_{c}") for c in CHOICES}
             self.status = gr.Markdown(elem_id="vote_status")
             self.reveal = gr.Markdown(elem_id="vote_reveal")
-            with gr.Row(equal_height=True):
+            with gr.Row(equal_height=False):
                 self.next_btn = gr.Button(i18n("vote_next"), size="sm", scale=1, elem_id="vote_next")
                 self.link_btn = gr.Button(i18n("vote_copy_link"), size="sm", scale=1, elem_id="vote_copy_link")
                 self.link = gr.Textbox(label=i18n("vote_link"), buttons=["copy"], scale=3, elem_id="vote_link")
@@ -167,14 +168,17 @@ class VotePart:
 
     def reveal_text(self, battle, lang: str) -> str:
         """Which variant was A and which B, their exact settings, the generation settings and the vote."""
-        lines = [say(lang, "vote_your_choice", choice=say(lang, f"vote_{battle.choice}"))]
+        lines = [say(lang, "vote_your_choice", choice=say(lang, f"vote_{battle.choice}")), ""]
         for letter, side in (("A", battle.a), ("B", battle.b)):
-            label = (f" ({views.parent_label(self.preset, side.column, lang)})"
-                     if side.column in ("model1", "model2") else "")
+            label = views.parent_label(self.preset, side.column, lang) if side.column in ("model1", "model2") else ""
+            label = f" ({label})" if label and label != side.name else ""
             merge = side.spec.get("merge")
-            detail = f" · `{json.dumps(merge, ensure_ascii=False, sort_keys=True)}`" if merge else ""
+            detail = (f" <details><summary>{say(lang, 'vote_spec')}</summary><code>"
+                      f"{html.escape(json.dumps(merge, ensure_ascii=False, sort_keys=True))}</code></details>"
+                      if merge else "")
             lines.append(f"- **{letter}** = **{side.name}**{label}{detail}")
         s = battle.settings
+        lines.append("")
         lines.append(say(lang, "vote_settings", greedy=say(lang, "vote_greedy") if s["greedy"] else
                          say(lang, "vote_sampled", temperature=s["temperature"], top_p=s["top_p"]),
                          tokens=s["max_new_tokens"], penalty=s["repetition_penalty"], seed=s["seed"],
