@@ -224,3 +224,23 @@ def test_variant_names_follow_the_settings():
     scheduled = Controls(question="q", slerp_attn_schedule="[0, 1]", extra_method="model_stock")
     assert variant_name("slerp", scheduled) == "SLERP t=0.50 attn=[0, 1]"
     assert variant_name("extra", scheduled) == "model_stock"
+
+
+def test_the_command_line_places_the_store_and_mirrors_it_when_the_owner_asks(tmp_path, monkeypatch):
+    import app
+
+    monkeypatch.delenv("HARMAN_VOTES", raising=False)
+    monkeypatch.delenv("HARMAN_VOTES_REPO", raising=False)
+    args = app.parse_args(["--save-dir", str(tmp_path / "saved")])
+    assert args.max_votes_per_minute == 20
+    store = app.open_votes(args)
+    assert store.path == tmp_path / "saved" / "votes.sqlite" and store.mirror is None and store.path.exists()
+    made = []
+    monkeypatch.setattr(votes_module, "hub_mirror", lambda repo, token, folder: made.append((repo, token, folder))
+                        or Mirror(folder))
+    monkeypatch.setenv("HARMAN_VOTES", str(tmp_path / "elsewhere.sqlite"))
+    monkeypatch.setenv("HARMAN_VOTES_REPO", "owner/votes")
+    monkeypatch.setenv("HF_TOKEN", "hf_x")
+    store = app.open_votes(app.parse_args(["--max-votes-per-minute", "7"]))
+    assert store.path == tmp_path / "elsewhere.sqlite" and isinstance(store.mirror, Mirror)
+    assert made == [("owner/votes", "hf_x", tmp_path / "votes-mirror")]
