@@ -58,6 +58,7 @@ class Limits:
     max_question_tokens: int = 512
     max_requests_per_visitor: int = 3  # requests one visitor may have running at once
     hub_token: str | None = field(default=None, repr=False)  # the owner's HF_TOKEN: saved merges may be pushed
+    max_votes_per_minute: int = 20  # blind votes one visitor may cast a minute
 
 
 def default_heldout() -> tuple[str, ...]:
@@ -90,11 +91,12 @@ def with_inputs(fn, names: list[str], progress: bool = False):
     return fn
 
 
-def build_page(comparison, examples: list[str], limits: Limits = Limits(), preset=None):
+def build_page(comparison, examples: list[str], limits: Limits = Limits(), preset=None, votes=None):
     """The page, and the options its launch() needs (the page text in both languages, its script).
 
     ``comparison`` is a Comparison, or a page.tasks.Loading of one with its ``preset`` given: then the page is
-    built from the preset alone and served while the models load; each request waits for them."""
+    built from the preset alone and served while the models load; each request waits for them. ``votes`` is the
+    blind votes' scoring.votes.VoteStore (None: one in memory, for tests)."""
     import gradio as gr
     import pandas as pd
 
@@ -218,6 +220,13 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits(), prese
                         save_btn = gr.Button(i18n("save"), elem_id="save")
                     save_status = gr.Markdown(elem_id="save_status")
                     save_file = gr.File(label=i18n("download"), visible=False, elem_id="save_file")
+        from page.vote import VotePart
+        from scoring.battles import Battles
+        from scoring.votes import VoteStore
+
+        votes = votes or VoteStore(":memory:")
+        vote_part = VotePart(i18n, Battles(votes, limits.max_votes_per_minute), votes, loading, preset, limits,
+                             visitors, examples, lambda err, lang: refused(err, lang))
         best_point = gr.State(None)  # (parameter, value) of this visitor's last sweep
         reports = gr.State({})  # this visitor's latest merge diagnostics, column -> report
         scores = gr.State({})  # this visitor's latest held-out scores, column -> {metric: value}
@@ -469,6 +478,32 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits(), prese
         save_btn.click(with_inputs(save_merged, ["variant", "name", "hub_repo", "scores", *names]),
                        [export_variant, save_name, hub_repo, scores, *controls], [save_status, save_file],
                        api_name="save_merged")
+
+        # The blind vote (page/vote.py): a battle takes the compare endpoint's parameters, its own question first.
+        v = vote_part
+
+        def start_battle(*args):  # with_inputs names the parameters of a function, not of a bound method
+            yield from v.battle(*args)
+
+        battle = dict(fn=with_inputs(start_battle, names), inputs=[v.question, *controls[1:]], outputs=v.battle_outputs,
+                      show_progress="hidden")
+        board = dict(fn=v.leaderboard, inputs=None, outputs=[v.board, v.heatmap], show_progress="hidden")
+        v.battle_btn.click(**battle, api_name="battle")
+        page.load(**board, api_name="leaderboard")  # before the private uses, which would take its name
+        v.question.submit(**battle, api_visibility="private")
+        v.example_btn.click(v.draw_example, v.question, v.question, api_visibility="private", queue=False)
+        v.next_btn.click(v.draw_example, v.question, v.question, api_visibility="private", queue=False).then(
+            **battle, api_visibility="private")
+        v.vote_api.click(v.vote, [v.battle_id, v.choice], [v.reveal, v.status], api_name="vote").then(
+            **board, api_visibility="private")
+        for choice, button in v.buttons.items():
+            button.click(v.vote_for(choice), v.battle_id, [v.reveal, v.status], api_visibility="private").success(
+                **board, api_visibility="private")
+        page.load(v.open_if_judging, None, v.accordion, api_visibility="private", queue=False)
+        v.link_btn.click(None, inputs=controls, outputs=v.link, js=v.judging_link_js(LINK_KEYS),
+                         api_visibility="private")
+        v.export_api.click(v.export_path, None, v.export_file, api_name="votes_export")
+        v.export_btn.click(v.export, None, v.export_file, api_visibility="private")
     return page, {"i18n": i18n, "js": SETTLE_TYPED_VALUES_JS}
 
 
@@ -516,6 +551,11 @@ def parse_args(argv=None):
                    help="requests served at the same time (their rows share one decoding loop)")
     p.add_argument("--answer-cache", type=int, default=int(os.environ.get("HARMAN_ANSWER_CACHE", "256")),
                    help="answers kept to serve unchanged columns again; 0 decodes every column every time")
+    p.add_argument("--votes", default=os.environ.get("HARMAN_VOTES"),
+                   help="the blind votes' SQLite store (env HARMAN_VOTES; default: votes.sqlite in --save-dir)")
+    p.add_argument("--max-votes-per-minute", type=int,
+                   default=int(os.environ.get("HARMAN_MAX_VOTES_PER_MINUTE", "20")),
+                   help="blind votes one visitor may cast a minute")
     p.add_argument("--pool", type=int, default=int(os.environ.get("HARMAN_POOL", "4")),
                    help="bank slices for materialised merges (TIES, DARE, breadcrumbs, DELLA, saving); each is "
                         "one model copy, written when first used, and fewer when the memory plan has no room for "
@@ -528,6 +568,19 @@ def parse_args(argv=None):
     p.add_argument("--label2", default=os.environ.get("HARMAN_LABEL2"),
                    help="Model 2's column label (default: the preset's, or 'Model 2') (env HARMAN_LABEL2)")
     return p.parse_args(argv)
+
+
+def open_votes(args):
+    """The blind votes' store; mirrored to the private Hub dataset HARMAN_VOTES_REPO when HF_TOKEN is set."""
+    from pathlib import Path
+
+    from scoring.votes import VoteStore, hub_mirror
+
+    path = Path(args.votes or Path(args.save_dir) / "votes.sqlite")
+    repo, token = os.environ.get("HARMAN_VOTES_REPO"), os.environ.get("HF_TOKEN")
+    mirror = hub_mirror(repo, token, path.parent / "votes-mirror") if repo and token else None
+    log.info("blind votes are stored in %s%s", path, f" and mirrored to {repo}" if mirror else "")
+    return VoteStore(path, mirror)
 
 
 def preset_of(args):
@@ -594,12 +647,17 @@ def main(argv=None) -> int:
     limits = Limits(heldout=default_heldout() + tuple(args.heldout), max_rows=args.max_rows,
                     max_sweep_points=args.max_sweep_points, save_dir=args.save_dir,
                     max_question_chars=args.max_question_chars, max_question_tokens=args.max_question_tokens,
-                    hub_token=os.environ.get("HF_TOKEN") or None)
+                    hub_token=os.environ.get("HF_TOKEN") or None, max_votes_per_minute=args.max_votes_per_minute)
     # The page is built from the preset and served first; the models load in a thread once it is up (started
     # earlier, the two would share one interpreter lock and both be late). A question asked meanwhile waits.
     loading = Loading(load, failed)
     confine()  # one long-lived thread on every core, the decoding loop (models/threads.py)
-    page, options = build_page(loading, examples.questions(), limits, preset=preset)
+    try:
+        votes = open_votes(args)
+    except ValueError as err:
+        print(f"harman: {err}", file=sys.stderr)
+        return 2
+    page, options = build_page(loading, examples.questions(), limits, preset=preset, votes=votes)
     queue_quietly(page.queue(max_size=args.queue_size, default_concurrency_limit=args.concurrency))
     auth = tuple(args.auth.split(":", 1)) if args.auth else None
     launch = dict(server_name=args.host, server_port=args.port, auth=auth, show_error=True,

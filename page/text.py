@@ -82,6 +82,25 @@ TEXT: dict[str, dict[str, str]] = {
         "greedy_soup_stopped": "Greedy soup durduruldu.",
         "saved": "Kaydedildi: `{folder}` ({mb:.1f} MB)", "pushed": "Hub: {url}",
         "error": "İstek reddedildi", "scores_stopped": "Skorlama durduruldu: ölçülen {n} satır.",
+        # The blind vote (page/vote.py)
+        "vote": "Kör oylama", "vote_question_ph": "Bir soru yazın ya da örnek çekin",
+        "vote_intro": "Sayfanın iki sütunu, şu anki ayarlarıyla, rastgele seçilir ve sorunuzu adları gizli olarak "
+                      "**A** ve **B** diye cevaplar. Hangisi daha iyi? Oyunuzdan sonra adları ve ayarları gösterilir.",
+        "vote_example": "Örnek soru çek", "vote_battle": "Karşılaştır", "vote_A": "A daha iyi",
+        "vote_B": "B daha iyi", "vote_tie": "Berabere", "vote_both_bad": "İkisi de kötü",
+        "vote_next": "Sonraki karşılaştırma (yeni örnek soru)", "vote_board_title": "#### Sıralama (Bradley–Terry)",
+        "vote_heatmap_title": "Satırdaki varyantın sütundakine karşı kazanma oranı (beraberlik ve ikisi de kötü: "
+                              "yarım galibiyet)",
+        "vote_copy_link": "Oylama bağlantısını kopyala", "vote_link": "Bu ayarlarla oylama bağlantısı",
+        "vote_export": "Oyları indir (CSV)", "vote_writing": "⏳ Cevaplar yazılıyor…",
+        "vote_ready": "Cevaplar hazır: hangisi daha iyi?", "vote_thanks": "Oyunuz kaydedildi.",
+        "vote_your_choice": "Oyunuz: **{choice}**", "vote_spec": "birleştirme tanımı (mergekit)", "vote_greedy": "açgözlü (greedy)",
+        "vote_sampled": "örnekleme (sıcaklık {temperature}, top-p {top_p})",
+        "vote_settings": "Üretim: {greedy}, en fazla {tokens} token, tekrar cezası {penalty}, tohum {seed} · "
+                         "model seti: {models}",
+        "board_variant": "varyant", "board_score": "skor", "board_ci_low": "%95 alt", "board_ci_high": "%95 üst",
+        "board_votes": "oy", "board_wins": "galibiyet", "board_ties": "berabere", "board_both_bad": "ikisi de kötü",
+        "board_losses": "yenilgi", "board_row_vs_column": "satır \\ sütun",
     },
     "en": {
         "intro": "Compare a base model's two fine-tunes and their merges side by side. Type a question and press "
@@ -149,6 +168,25 @@ TEXT: dict[str, dict[str, str]] = {
         "greedy_soup_stopped": "Greedy soup stopped.",
         "saved": "Saved: `{folder}` ({mb:.1f} MB)", "pushed": "Hub: {url}",
         "error": "Request refused", "scores_stopped": "Scoring stopped: {n} rows measured.",
+        # The blind vote (page/vote.py)
+        "vote": "Blind vote", "vote_question_ph": "Type a question or draw an example",
+        "vote_intro": "Two of the page's columns, at its current settings, are drawn at random and answer your "
+                      "question as **A** and **B**, with no names. Which is better? Names and settings are shown "
+                      "after your vote.",
+        "vote_example": "Draw an example", "vote_battle": "Compare", "vote_A": "A is better",
+        "vote_B": "B is better", "vote_tie": "Tie", "vote_both_bad": "Both are bad",
+        "vote_next": "Next battle (a new example question)", "vote_board_title": "#### Leaderboard (Bradley–Terry)",
+        "vote_heatmap_title": "How often the row's variant beat the column's (a tie or both bad: half a win)",
+        "vote_copy_link": "Copy the judging link", "vote_link": "A judging link with these settings",
+        "vote_export": "Download the votes (CSV)", "vote_writing": "⏳ Writing the answers…",
+        "vote_ready": "Both answers are in: which is better?", "vote_thanks": "Your vote is stored.",
+        "vote_your_choice": "Your vote: **{choice}**", "vote_spec": "merge spec (mergekit)", "vote_greedy": "greedy",
+        "vote_sampled": "sampling (temperature {temperature}, top-p {top_p})",
+        "vote_settings": "Generation: {greedy}, at most {tokens} tokens, repetition penalty {penalty}, seed {seed} · "
+                         "model set: {models}",
+        "board_variant": "variant", "board_score": "score", "board_ci_low": "95% low", "board_ci_high": "95% high",
+        "board_votes": "votes", "board_wins": "wins", "board_ties": "ties", "board_both_bad": "both bad",
+        "board_losses": "losses", "board_row_vs_column": "row \\ column",
     },
 }
 
@@ -213,6 +251,21 @@ REFUSALS: dict[str, dict[str, str]] = {
                           "bazılarını silebilir ya da --max-saves değerini artırabilir",
         "err_push": "{folder} klasörüne kaydedildi, ama Hub deposu {repo!r} için gönderim başarısız oldu: {detail}. "
                     "Klasör duruyor; daha sonra `hf upload {repo} {folder}` ile gönderin",
+        # The blind vote's refusals
+        "err_vote_choice": "oy {choice!r} geçerli değil: {choices} seçeneklerinden biri olmalı (hiçbir şey kaydedilmedi)",
+        "err_vote_unknown": "{battle!r} numaralı bir karşılaştırma yok ya da süresi doldu (oylanmayan karşılaştırmalar "
+                            "{minutes} dakika sonra unutulur); yeni bir karşılaştırma başlatın",
+        "err_vote_other_session": "{battle!r} karşılaştırması başka bir oturuma gösterildi; yalnızca kendi "
+                                  "karşılaştırmanıza oy verebilirsiniz",
+        "err_vote_twice": "{battle!r} karşılaştırmasına zaten oy verildi; her karşılaştırmaya bir oy. Sonraki "
+                          "karşılaştırmaya geçin",
+        "err_vote_unfinished": "{battle!r} karşılaştırmasının cevapları henüz bitmedi; ikisi de bitince oy verin",
+        "err_vote_rate": "bir ziyaretçi dakikada en fazla {limit} oy verebilir; {seconds} saniye sonra yeniden deneyin",
+        "err_vote_no_question": "karşılaştırma için bir soru yazın ya da örnek çekin",
+        "err_battle_columns": "bir karşılaştırma için en az iki sütun gerekir",
+        "err_store_open": "oy deposu {path} açılamadı: {detail}; --votes ile başka bir dosya verin",
+        "err_store_schema": "oy deposu {path} şema sürümü {found}, bu sunucu en fazla {known} okuyabilir; harman'ı "
+                            "güncelleyin ya da --votes ile başka bir dosya verin",
     },
     "en": {
         "name_soup_w1": "soup w1", "name_soup_w2": "soup w2", "name_slerp_t": "SLERP t",
@@ -268,6 +321,20 @@ REFUSALS: dict[str, dict[str, str]] = {
                           "remove some or raise --max-saves",
         "err_push": "saved at {folder}, but pushing it to the Hub repo {repo!r} failed: {detail}. The folder is kept; "
                     "push it later with `hf upload {repo} {folder}`",
+        # The blind vote's refusals
+        "err_vote_choice": "vote {choice!r} is not valid: it must be one of {choices} (nothing was stored)",
+        "err_vote_unknown": "there is no battle {battle!r}, or it expired (battles not voted on are forgotten after "
+                            "{minutes} minutes); start a new battle",
+        "err_vote_other_session": "battle {battle!r} was served to another session; you can vote only on your own "
+                                  "battles",
+        "err_vote_twice": "battle {battle!r} already has its vote; one vote per battle. Go on to the next battle",
+        "err_vote_unfinished": "the answers of battle {battle!r} have not finished; vote when both are complete",
+        "err_vote_rate": "a visitor may cast at most {limit} votes a minute; try again in {seconds} seconds",
+        "err_vote_no_question": "type a question for the battle, or draw an example",
+        "err_battle_columns": "a battle needs at least two columns",
+        "err_store_open": "the vote store {path} could not be opened: {detail}; give another file with --votes",
+        "err_store_schema": "the vote store {path} has schema version {found}, and this server reads up to {known}; "
+                            "update harman or give another file with --votes",
     },
 }
 for _lang in LANGUAGES:

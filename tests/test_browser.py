@@ -237,3 +237,41 @@ def test_a_score_a_sweep_and_a_save_speak_english_on_an_english_page(server, bro
     assert_in_language(page, "en")
     page.screenshot(path=str(ARTIFACTS / "browser-en-keep.png"), full_page=True)
     context.close()
+
+
+# What the vote part says when both answers are in, and after a vote, per language.
+VOTE_WORDS = {"tr": ("Cevaplar hazır", "Oyunuz: A daha iyi", "varyant"),
+              "en": ("Both answers are in", "Your vote: A is better", "variant")}
+
+
+@pytest.mark.parametrize("lang, locale", [("tr", "tr-TR"), ("en", "en-US")])
+def test_a_blind_vote_in_each_language_reveals_the_names_and_fills_the_leaderboard(server, browser, lang, locale):
+    ready, voted, header = VOTE_WORDS[lang]
+    context = browser.new_context(locale=locale, viewport={"width": 1440, "height": 1400})
+    page = context.new_page()
+    page.goto(server + "?vote=1&t=0.3")  # a judging link: the vote part open, SLERP at t = 0.3
+    page.locator("#vote_question textarea").wait_for()
+    page.locator("#vote_example").click()  # an example question in one click
+    wait_until(lambda: page.locator("#vote_question textarea").input_value().strip(), 30, "the example question")
+    page.locator("#vote_battle").click()
+    wait_until(lambda: ready in page.locator("#vote_status").inner_text(), 300, "both answers of the battle")
+    a = page.locator("#vote_answer_a textarea").input_value()
+    b = page.locator("#vote_answer_b textarea").input_value()
+    assert a and b
+    assert "SLERP" not in page.locator("#vote_reveal").inner_text()  # no names before the vote
+    page.locator("#vote_A").click()
+    wait_until(lambda: voted in page.locator("#vote_reveal").inner_text(), 60, "the reveal")
+    reveal = page.locator("#vote_reveal").inner_text()
+    names = [line.split("=", 1)[1].strip() for line in reveal.splitlines() if line.strip().startswith(("A =", "B ="))]
+    assert len(names) == 2 and all(names), reveal
+    wait_until(lambda: all(n.split(" (")[0].split(" · ")[0] in page.locator("#vote_leaderboard").inner_text()
+                           for n in names), 60, "the leaderboard with both variants")
+    board = page.locator("#vote_leaderboard").inner_text()
+    assert header in board and any(ch.isdigit() for ch in board), board
+    if any(n.startswith("SLERP") for n in names):
+        assert "SLERP t=0.30" in reveal, reveal  # the judging link's setting
+    assert_in_language(page, lang)
+    page.locator("#vote").scroll_into_view_if_needed()
+    page.locator("#vote").screenshot(path=str(ARTIFACTS / f"browser-vote-{lang}.png"))
+    page.locator("#vote").screenshot(path=f"/tmp/harman-vote-{lang}.png")
+    context.close()

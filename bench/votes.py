@@ -1,0 +1,207 @@
+"""Blind votes under load, through the public API of a running server, and the leaderboard's cost.
+
+    python -m bench.votes [--preset default] [--sessions 20] [--rounds 5] [--new-tokens 8]
+
+1. ``python app.py`` with a fresh vote store. ``--sessions`` page sessions (one gradio_client each) play
+   ``--rounds`` rounds: each asks for a battle (the two answers decode in the shared loop), then all vote at the
+   same moment (a barrier), then each tries a second vote on the same battle (refused: the same round trip with
+   no write, the floor a vote's latency is held against). A vote's latency is from the call to its
+   acknowledgement (the vote call only, not the battle's generation).
+2. Right after the last acknowledged votes the server is killed with SIGKILL, restarted on the same store, and its
+   votes_export endpoint must hold every acknowledged vote exactly once.
+3. In this process, on ``--cores`` cores: the leaderboard of 10,000 synthetic votes over 12 variants with 200
+   bootstrap resamples (read from a SQLite store as the page does, then fitted), against the fit alone.
+Prints one JSON line per measurement and a summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Server:
+    """``python app.py`` on a free port with the given vote store."""
+
+    def __init__(self, preset: str, votes: Path, new_tokens: int, log: Path):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "HARMAN_GEN_MAX_NEW_TOKENS": str(new_tokens)}
+        self.proc = subprocess.Popen(
+            [sys.executable, "app.py", "--preset", preset, "--port", str(self.port), "--votes", str(votes),
+             "--max-votes-per-minute", "1000", "--concurrency", "24", "--queue-size", "128"],
+            cwd=ROOT, stdout=open(log, "a"), stderr=subprocess.STDOUT, env=env)
+
+    def client(self):
+        from gradio_client import Client
+
+        started = time.perf_counter()
+        while time.perf_counter() - started < 600:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"app.py exited with {self.proc.returncode}")
+            try:
+                return Client(f"http://127.0.0.1:{self.port}/", verbose=False)
+            except Exception:  # not serving yet
+                time.sleep(0.5)
+        raise RuntimeError("app.py did not serve within 600 s")
+
+    def kill(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=60)
+
+
+def battle_values(question: str, new_tokens: int) -> list:
+    return [question, 0.5, 0.5, 0.5, 0.5, 1.0, 1.0, 0.5, 0.5, 1.0, "", "", "", 0.5, new_tokens, 0.7, 0.9, 1.0,
+            True, 0]
+
+
+def play(server, sessions: int, rounds: int, new_tokens: int) -> dict:
+    """Every session's battles and votes; the acknowledged battle ids and the latencies."""
+    from prompts import examples
+
+    questions = examples.questions()
+    clients = [server.client() for _ in range(sessions)]
+    barrier = threading.Barrier(sessions)
+    acked, acks, refusals, errors = [], [], [], []
+    lock = threading.Lock()
+
+    def run(i):
+        rng = random.Random(i)
+        for r in range(rounds):
+            battle_id = clients[i].predict(*battle_values(questions[(i + 7 * r) % len(questions)], new_tokens),
+                                           api_name="/battle")[0]
+            barrier.wait()  # every session votes at the same moment
+            started = time.perf_counter()
+            try:
+                clients[i].predict(battle_id, rng.choice(["A", "B", "tie", "both_bad"]), api_name="/vote")
+            except Exception as err:  # counted, not acknowledged
+                with lock:
+                    errors.append(str(err))
+                continue
+            took = time.perf_counter() - started
+            with lock:
+                acked.append(battle_id)
+                acks.append(took)
+            started = time.perf_counter()
+            try:
+                clients[i].predict(battle_id, "A", api_name="/vote")
+                with lock:
+                    errors.append(f"a second vote on {battle_id} was accepted")
+            except Exception:
+                with lock:
+                    refusals.append(time.perf_counter() - started)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(sessions)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return {"acked": acked, "acks": acks, "refusals": refusals, "errors": errors,
+            "wall_s": time.perf_counter() - started}
+
+
+def p95(xs: list[float]) -> float:
+    return statistics.quantiles(xs, n=20)[-1] if len(xs) > 1 else (xs[0] if xs else float("nan"))
+
+
+def stored_ids(server) -> list[str]:
+    path = server.client().predict(api_name="/votes_export")
+    with open(path, newline="", encoding="utf-8") as f:
+        return [row["battle_id"] for row in csv.DictReader(f)]
+
+
+def leaderboard_cost(n_votes: int, n_variants: int, resamples: int, folder: Path) -> dict:
+    """Seconds to read and fit the leaderboard of synthetic votes (best of three), and the fit without bootstrap."""
+    import numpy as np
+
+    from scoring.battles import Battles, Side
+    from scoring.leaderboard import leaderboard
+    from scoring.votes import VoteStore
+
+    rng = np.random.default_rng(0)
+    names = ["Model 1"] + [f"SLERP t={t:.2f}" for t in np.linspace(0.05, 0.95, n_variants - 1)]
+    strength = rng.normal(0, 0.5, n_variants)
+    store = VoteStore(folder / "synthetic.sqlite")
+    battles = Battles(store, max_votes_per_minute=10**9)
+    for _ in range(n_votes):
+        i, j = rng.choice(n_variants, 2, replace=False)
+        won = rng.random() < 1 / (1 + np.exp(strength[j] - strength[i]))
+        b = battles.open("s", "q", Side("x", names[i], {}), Side("y", names[j], {}), {}, {})
+        battles.finish(b.id, "a", "b")
+        battles.vote(b.id, "s", rng.choice(["tie", "both_bad"]) if rng.random() < 0.15 else ("A" if won else "B"))
+    timings = {"read_and_fit_s": [], "fit_only_no_bootstrap_s": []}
+    for _ in range(3):
+        started = time.perf_counter()
+        board = leaderboard(store.votes(), resamples=resamples)
+        timings["read_and_fit_s"].append(time.perf_counter() - started)
+        votes = store.votes()
+        started = time.perf_counter()
+        leaderboard(votes, resamples=0)
+        timings["fit_only_no_bootstrap_s"].append(time.perf_counter() - started)
+    assert len(board.rows) == n_variants and board.n_votes == n_votes
+    return {k: min(v) for k, v in timings.items()} | {"spread_read_and_fit_s": [round(x, 3) for x in
+                                                                               timings["read_and_fit_s"]]}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="default")
+    p.add_argument("--sessions", type=int, default=20)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--new-tokens", type=int, default=8)
+    p.add_argument("--cores", type=int, default=2, help="the leaderboard's fit runs on this many cores")
+    p.add_argument("--skip-server", action="store_true", help="only the leaderboard's cost")
+    args = p.parse_args(argv)
+    folder = Path(tempfile.mkdtemp(prefix="harman-bench-votes-"))
+    summary = {}
+    if not args.skip_server:
+        votes, log = folder / "votes.sqlite", folder / "app.log"
+        server = Server(args.preset, votes, args.new_tokens, log)
+        result = play(server, args.sessions, args.rounds, args.new_tokens)
+        server.kill()  # right after the last acknowledged votes
+        restarted = Server(args.preset, votes, args.new_tokens, log)
+        stored = stored_ids(restarted)
+        restarted.stop()
+        acks, refusals = result["acks"], result["refusals"]
+        summary["load"] = {
+            "sessions": args.sessions, "rounds": args.rounds, "acknowledged": len(result["acked"]),
+            "errors": result["errors"][:5], "stored_after_kill_9": len(stored),
+            "every_ack_stored_once": sorted(stored) == sorted(result["acked"]),
+            "ack_p50_ms": 1000 * statistics.median(acks), "ack_p95_ms": 1000 * p95(acks),
+            "refused_p50_ms": 1000 * statistics.median(refusals), "refused_p95_ms": 1000 * p95(refusals),
+            "wall_s": result["wall_s"]}
+        print(json.dumps(summary["load"]), flush=True)
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:args.cores]))
+    summary["leaderboard"] = {"votes": 10_000, "variants": 12, "resamples": 200, "cores": args.cores,
+                              **leaderboard_cost(10_000, 12, 200, folder)}
+    print(json.dumps(summary["leaderboard"]), flush=True)
+    load = summary.get("load")
+    ok = summary["leaderboard"]["read_and_fit_s"] <= 2.0 and (
+        load is None or (load["every_ack_stored_once"] and load["ack_p95_ms"] <= 100 and not load["errors"]))
+    print("summary:", json.dumps(summary), "PASS" if ok else "FAIL")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
