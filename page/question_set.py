@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from models import question_set as sets
-from models.controls import CONTROLS, from_values
+from models import controls as table
 from page import links, views
 from page.text import language, say
 
@@ -146,7 +146,7 @@ def table_frame(snapshot: sets.SetSnapshot, extra_method: str):
 def controls_from_query(query: dict, defaults: dict):
     """The controls a shared link asks for, the page's defaults where it says nothing."""
     values = links.values_from_query(query, defaults, None)
-    return from_values([defaults[c.name] if v is None else v for c, v in zip(CONTROLS, values)])
+    return table.from_values([defaults[c.name] if v is None else v for c, v in zip(table.CONTROLS, values)])
 
 
 def handlers(part: QuestionSetPart, *, loading, preset, limits, visitors, columns: tuple[str, ...], defaults: dict,
@@ -219,7 +219,7 @@ def handlers(part: QuestionSetPart, *, loading, preset, limits, visitors, column
     def answer(questions, *args):
         """Answer every question of the set with Model 1, Model 2 and every merge; stream the grid."""
         *values, request = args
-        yield from answer_with(questions, from_values(["", *values]), request)
+        yield from answer_with(questions, table.from_values(["", *values]), request)
 
     def on_release(answered, questions, *args):
         """A slider released after a set was answered: the set again, where only that column is not cached."""
@@ -269,4 +269,4 @@ COPY_SET_LINK_JS = """(questions, ...values) => {
 
 def copy_link_js() -> str:
     """The set's link: every control but the single question, and the set's questions."""
-    return COPY_SET_LINK_JS % ([c.link for c in CONTROLS[1:]], links.SET_KEY)
+    return COPY_SET_LINK_JS % ([c.link for c in table.CONTROLS[1:]], links.SET_KEY)

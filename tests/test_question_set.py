@@ -235,3 +235,26 @@ def test_compare_set_takes_questions_then_compares_parameters_and_answers_alike(
     files = out[4]["value"] if isinstance(out[4], dict) else out[4]  # shown on the page with its update
     names = sorted(str(f.get("path", f) if isinstance(f, dict) else f).rsplit("/", 1)[-1] for f in files)
     assert names == ["harman-soru-seti.csv", "harman-soru-seti.md"], out[4]
+
+
+def test_on_the_default_pair_set_cells_are_the_single_question_answers():
+    """Two of the seed's questions on Gemma 3 270M + its LoRA pair: each greedy cell, token for token, what the
+    same question's column gives asked alone; SLERP's cells repeat the soup's (it falls back to linear)."""
+    from models import finetune
+    from prompts import examples
+
+    preset = presets.load("default", environ={})
+    if not all((finetune.adapter_dir(preset, t) / "adapter_model.safetensors").is_file() for t in finetune.TASKS):
+        pytest.skip("the default adapters are not trained yet (python -m models.finetune)")
+    comparison = Comparison(model_set.load(preset), answer_cache=0)
+    questions = examples.seed_questions()[1:3]
+    request = set_request(preset, questions, tokens=16)
+    *_, grid = sets.run_set(comparison, request)
+    for i, question in enumerate(questions):
+        prompt = comparison.prompt(question, 16)
+        settings = replace(request.settings, eos_token_ids=prompt.eos_token_ids, stop_strings=prompt.stop_strings)
+        with comparison.holding(request.specs) as held:
+            alone = comparison.generate(held, list(COLUMNS), prompt.ids, settings)
+        assert {c: grid.token_ids[i, c] for c in COLUMNS} == {c: alone[c].token_ids for c in COLUMNS}, question
+        assert sets.same_as(grid).get((i, "slerp")) == "soup"
+    assert sets.summaries(grid)[COLUMNS.index("slerp")].fallback_share == 1.0
