@@ -40,3 +40,4 @@ bench: install-test
 	$(PY) -m bench.sweep
 	$(PY) -m bench.startup
 	$(PY) -m bench.turkish
+	$(PY) -m bench.question_set

@@ -52,6 +52,43 @@ def as_set(comparison, questions, specs, settings) -> tuple[float, float, list]:
     return time.perf_counter() - started, first, answers
 
 
+def prefill(comparison, questions, specs, settings, rounds: int = 3) -> dict:
+    """Each question's rows prefilled on their own (as the loop admits a job) against all questions' rows in one
+    left-padded forward: does a joint prefill of different prompts help here?"""
+    import torch
+    from transformers import DynamicCache
+
+    from models.batched import Rows, selected_rows
+
+    loop, bank = comparison.loop, comparison.model_set.bank
+    prompts = [comparison.prompt(q, settings.max_new_tokens).ids for q in questions]
+    with comparison.holding({c: s for c, s in specs.items() if c in COLUMNS}) as held:
+        recipes = [held.recipes[c] if c in held.recipes else bank.index(c) for c in COLUMNS]
+
+        def forward(rows_ids: list[list[int]], recipe_rows) -> None:
+            longest = max(map(len, rows_ids))
+            ids = torch.tensor([[0] * (longest - len(r)) + r for r in rows_ids])
+            mask = torch.tensor([[0] * (longest - len(r)) + [1] * len(r) for r in rows_ids])
+            positions = (mask.cumsum(1) - 1).clamp(min=0)
+            with selected_rows(Rows(recipe_rows, bank.device, versions=comparison.versions, frozen=bank.frozen)), \
+                    torch.inference_mode():
+                loop.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                           past_key_values=DynamicCache(config=loop.model.config), logits_to_keep=1)
+
+        separate, joint = [], []
+        for _ in range(rounds):
+            started = time.perf_counter()
+            for p in prompts:
+                forward([p] * len(COLUMNS), recipes)
+            separate.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            forward([p for p in prompts for _ in COLUMNS], recipes * len(prompts))
+            joint.append(time.perf_counter() - started)
+    return {"prefill_separate_s": round(statistics.median(separate), 3),
+            "prefill_joint_s": round(statistics.median(joint), 3),
+            "prefill_lengths": [len(p) for p in prompts]}
+
+
 def in_process(args) -> dict:
     from models import model_set, presets
     from models.comparison import Comparison
@@ -70,7 +107,7 @@ def in_process(args) -> dict:
     questions = examples.seed_questions()
     as_set(comparison, questions[:1], specs, settings)  # TIES merged, packed copies made, once for both
     ratios, firsts, same = [], [], True
-    for r in range(args.rounds):
+    for r in range(0 if args.prefill_only else args.rounds):
         order = (one_by_one, as_set) if r % 2 == 0 else (as_set, one_by_one)
         got = {fn.__name__: fn(comparison, questions, specs, settings) for fn in order}
         (seq, seq_first, seq_answers), (whole, set_first, set_answers) = got["one_by_one"], got["as_set"]
@@ -83,7 +120,11 @@ def in_process(args) -> dict:
                           # each question's job is prefilled on its own: the most a joint prefill could save
                           "prefill_share_bound": round(len(questions) * seq_first / whole, 3),
                           "tokens": sum(n for row in set_answers for _, n in row)}), flush=True)
-    return {"ratio_median": statistics.median(ratios), "ratio_range": [min(ratios), max(ratios)],
+    found = prefill(comparison, questions, specs, settings)
+    print(json.dumps(found), flush=True)
+    if not ratios:
+        return found
+    return {**found, "ratio_median": statistics.median(ratios), "ratio_range": [min(ratios), max(ratios)],
             "first_cell_vs_first_token_median": statistics.median(firsts),
             "first_range": [min(firsts), max(firsts)], "same_answers": same}
 
@@ -123,6 +164,7 @@ def main(argv=None) -> None:
     p.add_argument("--api-questions", type=int, default=4)
     p.add_argument("--no-api", action="store_true")
     p.add_argument("--no-local", action="store_true")
+    p.add_argument("--prefill-only", action="store_true", help="only the separate vs joint prefill figures")
     args = p.parse_args(argv)
     summary = {"new_tokens": args.new_tokens}
     if not args.no_local:

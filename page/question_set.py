@@ -154,31 +154,7 @@ def handlers(part: QuestionSetPart, *, loading, preset, limits, visitors, column
     """The question set's handlers, by name. ``refused(err, lang)`` is the page's error for a refusal."""
     import gradio as gr
 
-    from models.errors import Refusal
     from models.requests import generation_settings, merge_specs
-    from scoring.heldout import HeldoutError, load_heldout
-
-    def add_example(example, questions):
-        """Append the chosen example question to the set."""
-        if not example:
-            return {part.questions: gr.skip()}
-        return {part.questions: "\n".join(q for q in [(questions or "").rstrip("\n"), example] if q),
-                part.example: None}
-
-    def add_heldout(heldout, n, questions, request: gr.Request):
-        """Append the first N questions of a held-out set."""
-        lang = language(request)
-        try:
-            if heldout not in limits.heldout:
-                raise Refusal("err_heldout_unknown", path=heldout, choices=", ".join(limits.heldout))
-            count = int(n or 0)
-            if not 1 <= count <= limits.max_set_questions:
-                raise Refusal("err_set_many", n=count, limit=limits.max_set_questions)
-            rows = load_heldout(heldout, limit=count).rows
-        except (HeldoutError, ValueError) as err:
-            raise refused(err, lang) from None
-        added = [" ".join(r.question.split() + r.giris.split()) for r in rows]
-        return {part.questions: "\n".join(q for q in [(questions or "").rstrip("\n"), *added] if q)}
 
     def shown(snap, c, lang, final: bool, memo: dict) -> dict:
         names = {n: views.column_name(n, preset, lang, c.extra_method) for n in columns}
@@ -252,8 +228,40 @@ def handlers(part: QuestionSetPart, *, loading, preset, limits, visitors, column
         """This visitor's Stop: the set's rows leave the loop; the cells written so far stay."""
         visitors.stop(getattr(request, "session_hash", None) or "api")
 
-    return {"add_example": add_example, "add_heldout": add_heldout, "answer": answer, "on_release": on_release,
-            "restore": restore, "answer_shared": answer_shared, "stop": stop}
+    return {**list_handlers(part, limits, refused), "answer": answer, "on_release": on_release, "restore": restore,
+            "answer_shared": answer_shared, "stop": stop}
+
+
+def list_handlers(part: QuestionSetPart, limits, refused):
+    """The handlers that fill the list of questions: an example question, or the first N of a held-out set."""
+    import gradio as gr
+
+    from models.errors import Refusal
+    from scoring.heldout import HeldoutError, load_heldout
+
+    def add_example(example, questions):
+        """Append the chosen example question to the set."""
+        if not example:
+            return {part.questions: gr.skip()}
+        return {part.questions: "\n".join(q for q in [(questions or "").rstrip("\n"), example] if q),
+                part.example: None}
+
+    def add_heldout(heldout, n, questions, request: gr.Request):
+        """Append the first N questions of a held-out set."""
+        lang = language(request)
+        try:
+            if heldout not in limits.heldout:
+                raise Refusal("err_heldout_unknown", path=heldout, choices=", ".join(limits.heldout))
+            count = int(n or 0)
+            if not 1 <= count <= limits.max_set_questions:
+                raise Refusal("err_set_many", n=count, limit=limits.max_set_questions)
+            rows = load_heldout(heldout, limit=count).rows
+        except (HeldoutError, ValueError) as err:
+            raise refused(err, lang) from None
+        added = [" ".join(r.question.split() + r.giris.split()) for r in rows]
+        return {part.questions: "\n".join(q for q in [(questions or "").rstrip("\n"), *added] if q)}
+
+    return {"add_example": add_example, "add_heldout": add_heldout}
 
 
 COPY_SET_LINK_JS = """(questions, ...values) => {

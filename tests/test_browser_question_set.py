@@ -61,7 +61,15 @@ def test_the_seed_set_fills_the_grid_in_each_language(server, browser, lang, loc
 def test_a_shared_set_is_answered_on_opening_and_too_many_questions_give_a_message(server, browser):  # noqa: F811
     context = browser.new_context(locale="en-US", viewport={"width": 1440, "height": 900})
     page = context.new_page()
-    page.goto(server + "?" + urlencode({"set": "\n".join(SEED[:2]), "t": "0.5", "greedy": "true"}))
+    page.goto(server)
+    page.locator("#question-set").click()
+    page.locator("#set-questions textarea").fill("\n".join(SEED[:2]))
+    page.locator("#set-copy-link").click()
+    wait_until(lambda: "set=" in page.locator("#set-link input, #set-link textarea").first.input_value(), 30,
+               "the set's link")
+    link = page.locator("#set-link input, #set-link textarea").first.input_value()
+    assert "t=0.5" in link and "q=" not in link  # the settings, not the single question
+    page.goto(link)
     wait_until(lambda: grid_done(page, 2), 240, "the shared set's cells")
     assert page.locator("#set-questions textarea").input_value().splitlines() == SEED[:2]
     page.goto(server + "?" + urlencode({"set": "\n".join(f"Soru {i}?" for i in range(9))}))

@@ -258,3 +258,22 @@ def test_on_the_default_pair_set_cells_are_the_single_question_answers():
         assert {c: grid.token_ids[i, c] for c in COLUMNS} == {c: alone[c].token_ids for c in COLUMNS}, question
         assert sets.same_as(grid).get((i, "slerp")) == "soup"
     assert sets.summaries(grid)[COLUMNS.index("slerp")].fallback_share == 1.0
+
+
+def test_example_and_held_out_questions_are_added_to_the_list():
+    from page import question_set as part
+
+    components = part.QuestionSetPart(*[object() for _ in range(17)])
+    limits = app.Limits(heldout=app.default_heldout(), max_set_questions=4)
+    fill = part.list_handlers(components, limits, refused=lambda err, lang: err)
+    added = fill["add_example"]("Işık nedir?", "Bir?\n")
+    assert added == {components.questions: "Bir?\nIşık nedir?", components.example: None}
+    request = SimpleNamespace(headers={"accept-language": "en"})
+    qa = limits.heldout[0]
+    shown = fill["add_heldout"](qa, 2, "Bir?", request)[components.questions].splitlines()
+    from scoring.heldout import load_heldout
+
+    assert shown == ["Bir?", *(r.question for r in load_heldout(qa, limit=2).rows)]
+    with pytest.raises(Refusal) as err:
+        fill["add_heldout"](qa, 5, "", request)
+    assert str(err.value).startswith("question set: 5 questions is over this deployment's limit of 4")
