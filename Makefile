@@ -41,3 +41,4 @@ bench: install-test
 	$(PY) -m bench.startup
 	$(PY) -m bench.turkish
 	$(PY) -m bench.scale
+	$(PY) -m bench.question_set

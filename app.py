@@ -57,6 +57,7 @@ class Limits:
     max_question_chars: int = 2000  # a longer question is refused, not cut
     max_question_tokens: int = 512
     max_requests_per_visitor: int = 3  # requests one visitor may have running at once
+    max_set_questions: int = 10  # questions one question set may hold
     hub_token: str | None = field(default=None, repr=False)  # the owner's HF_TOKEN: saved merges may be pushed
     max_votes_per_minute: int = 20  # blind votes one visitor may cast a minute
 
@@ -104,7 +105,8 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits(), prese
     from models.comparison import Request
     from models.controls import CONTROLS, LINK_KEYS, SWEEPABLE, controls_at, from_values
     from models.requests import EXTRA_METHODS, RequestError, check_question, generation_settings, merge_specs
-    from page import links, views
+    from page import links, question_set, views
+    from prompts import examples as examples_module
     from models.errors import Refusal
     from page.tasks import Loading, Visitors, background
     from page.text import TEXT, language, say
@@ -166,6 +168,7 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits(), prese
             example = gr.Dropdown(examples, value=None, label=i18n("examples"), scale=4, elem_id="examples")
             copy_btn = gr.Button(i18n("copy_link"), size="sm", scale=1, elem_id="copy_link")
             link = gr.Textbox(label=i18n("link"), buttons=["copy"], scale=4, elem_id="link")
+        qs = question_set.build(i18n, examples, limits.heldout, examples_module.seed_questions())
         gr.Markdown(i18n("intro"))
         for group in ("advanced", "generation"):
             with gr.Accordion(i18n(group), open=False, elem_id=f"group-{group}"):
@@ -473,6 +476,28 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits(), prese
                               [greedy_soup_md, components["soup_w1"], components["soup_w2"]], api_name="greedy_soup")
         for event in (generate_event, submit_event, *release_events, shared_event):
             event.then(show_diagnostics, reports, [diagnostics, angle_plot], api_visibility="private")
+        # The question set (page/question_set.py): its own answer, the page's slider releases, shared links, Stop.
+        qs_do = question_set.handlers(qs, loading=loading, preset=preset, limits=limits, visitors=visitors,
+                                      columns=COLUMNS, defaults=defaults, refused=refused)
+        qs.example.change(qs_do["add_example"], [qs.example, qs.questions], [qs.questions, qs.example],
+                          api_visibility="private", queue=False)
+        qs.add_heldout.click(qs_do["add_heldout"], [qs.heldout, qs.heldout_n, qs.questions], [qs.questions],
+                             api_visibility="private")
+        qs.answer.click(with_inputs(qs_do["answer"], ["questions", *names[1:]]), [qs.questions, *controls[1:]],
+                        qs.outputs, api_name="compare_set", show_progress="hidden")
+        on_release = with_inputs(qs_do["on_release"], ["answered", "questions", *names[1:]])
+        for c in CONTROLS:  # a set already answered: the released column is redone for every question
+            if c.group == "main":
+                components[c.name].release(on_release, [qs.answered, qs.questions, *controls[1:]], qs.outputs,
+                                           trigger_mode="always_last", api_visibility="private",
+                                           show_progress="hidden")
+        page.load(qs_do["restore"], None, [qs.questions, qs.accordion, qs.from_link, qs.message],
+                  api_visibility="private", queue=False).then(qs_do["answer_shared"], [qs.from_link, qs.questions],
+                                                              qs.outputs, api_visibility="private",
+                                                              show_progress="hidden")
+        qs.stop.click(qs_do["stop"], None, None, api_visibility="private", queue=False)
+        qs.copy_link.click(None, [qs.questions, *controls[1:]], qs.link, js=question_set.copy_link_js(),
+                           api_visibility="private")
         export_btn.click(with_inputs(export_mergekit, ["variant", *names]), [export_variant, *controls], recipe,
                          api_name="export_mergekit")
         save_btn.click(with_inputs(save_merged, ["variant", "name", "hub_repo", "scores", *names]),
@@ -547,6 +572,9 @@ def parse_args(argv=None):
     p.add_argument("--max-question-tokens", type=int,
                    default=int(os.environ.get("HARMAN_MAX_QUESTION_TOKENS", "512")),
                    help="longest question accepted, in prompt tokens")
+    p.add_argument("--max-set-questions", type=int,
+                   default=int(os.environ.get("HARMAN_MAX_SET_QUESTIONS", "10")),
+                   help="most questions one question set may hold (env HARMAN_MAX_SET_QUESTIONS)")
     p.add_argument("--concurrency", type=int, default=int(os.environ.get("HARMAN_CONCURRENCY", "8")),
                    help="requests served at the same time (their rows share one decoding loop)")
     p.add_argument("--answer-cache", type=int, default=int(os.environ.get("HARMAN_ANSWER_CACHE", "256")),
@@ -647,7 +675,8 @@ def main(argv=None) -> int:
     limits = Limits(heldout=default_heldout() + tuple(args.heldout), max_rows=args.max_rows,
                     max_sweep_points=args.max_sweep_points, save_dir=args.save_dir,
                     max_question_chars=args.max_question_chars, max_question_tokens=args.max_question_tokens,
-                    hub_token=os.environ.get("HF_TOKEN") or None, max_votes_per_minute=args.max_votes_per_minute)
+                    max_set_questions=args.max_set_questions, max_votes_per_minute=args.max_votes_per_minute,
+                    hub_token=os.environ.get("HF_TOKEN") or None)
     # The page is built from the preset and served first; the models load in a thread once it is up (started
     # earlier, the two would share one interpreter lock and both be late). A question asked meanwhile waits.
     loading = Loading(load, failed)

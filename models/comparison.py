@@ -394,6 +394,17 @@ class Comparison:
         threading.Thread(target=work, name="harman-deferred", daemon=True).start()
         return done
 
+    # The answer cache as other request shapes use it (models/question_set.py): a cell of a question set and the
+    # same question asked alone share one key, so either one serves the other.
+    def answer_key(self, column: str, spec, prompt_ids: list[int], settings: GenerationSettings) -> tuple:
+        return (column, spec, tuple(prompt_ids), settings)
+
+    def cached_answer(self, key) -> Column | None:
+        return self._cached(key)
+
+    def keep_answer(self, key, column: Column) -> None:
+        self._remember(key, column)
+
     def _cached(self, key) -> Column | None:
         with self._answers_lock:
             if key in self._answers:

@@ -24,3 +24,12 @@ def values_from_query(query: Mapping[str, str], defaults: Mapping[str, object], 
         else:
             values.append(query[c.link])
     return values
+
+
+SET_KEY = "set"  # a question set's link: its questions, one per line, beside the controls' keys
+
+
+def questions_from_query(query: Mapping[str, str]) -> str | None:
+    """A shared question set's questions (one per line), or None when the link has no set."""
+    text = query.get(SET_KEY)
+    return text.replace("\r\n", "\n") if text is not None and text.strip() else None

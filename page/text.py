@@ -362,3 +362,53 @@ def language(request) -> str:
 def labels() -> dict[str, dict[str, str]]:
     """The entries gr.I18n takes."""
     return TEXT
+
+
+# The question set (page/question_set.py, models/question_set.py): the seed's results table, live.
+QUESTION_SET: dict[str, dict[str, str]] = {
+    "tr": {
+        "set_title": "Soru seti: her sütun birkaç soruyu birden cevaplar",
+        "set_questions": "Sorular (her satıra bir soru; boş satırlar atlanır)",
+        "set_add_example": "Örnek soru ekle", "set_heldout": "Ayrılmış (held-out) veriden",
+        "set_heldout_n": "Soru sayısı", "set_add_heldout": "Ayrılmış sorulardan ekle",
+        "set_answer": "Seti cevapla", "set_copy_link": "Setin bağlantısını kopyala",
+        "set_downloads": "İndir (Markdown, CSV)", "set_question": "Soru",
+        "set_same": "= {column}", "set_same_title": "{column} sütunuyla aynı cevap",
+        "set_cells": "{done}/{total} hücre", "set_stopped": "Durduruldu: {done}/{total} hücre yazıldı.",
+        "set_identical": "{n}/{total} cevap önceki bir sütunla aynı",
+        "set_summary_none": "henüz biten cevap yok",
+        "set_link_too_many": "⚠️ Bu bağlantıdaki sette {n} soru var; bu kurulum bir sette en fazla {limit} soru "
+                             "cevaplıyor. Fazlasını silip «Seti cevapla»ya basın.",
+        "err_set_empty": "soru seti boş: her satıra bir soru yazın",
+        "err_set_many": "soru seti: {n} soru, bu kurulumun set başına {limit} soruluk sınırını aşıyor; soruları "
+                        "azaltın",
+        "err_set_line_chars": "soru seti, satır {line}: {n} karakter, bu kurulumun {limit} karakterlik sınırını "
+                              "aşıyor; bu soruyu kısaltın",
+        "err_set_line_tokens": "soru seti, satır {line}: {n} token, bu kurulumun {limit} tokenlik sınırını aşıyor; "
+                               "bu soruyu kısaltın",
+        "err_set_line_type": "soru seti, satır {line}: metin bekleniyordu, gelen {kind}",
+    },
+    "en": {
+        "set_title": "Question set: every column answers several questions at once",
+        "set_questions": "Questions (one per line; empty lines are skipped)",
+        "set_add_example": "Add an example question", "set_heldout": "From held-out data",
+        "set_heldout_n": "Questions", "set_add_heldout": "Add held-out questions",
+        "set_answer": "Answer the set", "set_copy_link": "Copy the set's link",
+        "set_downloads": "Download (Markdown, CSV)", "set_question": "Question",
+        "set_same": "= {column}", "set_same_title": "the same answer as {column}",
+        "set_cells": "{done}/{total} cells", "set_stopped": "Stopped: {done}/{total} cells written.",
+        "set_identical": "{n}/{total} answers repeat an earlier column's",
+        "set_summary_none": "no finished answer yet",
+        "set_link_too_many": "⚠️ This link's set has {n} questions; this deployment answers at most {limit} in a "
+                             "set. Remove the extra ones and press “Answer the set”.",
+        "err_set_empty": "question set: it is empty; write one question per line",
+        "err_set_many": "question set: {n} questions is over this deployment's limit of {limit} per set; ask fewer",
+        "err_set_line_chars": "question set, line {line}: {n} characters is over this deployment's limit of "
+                              "{limit}; shorten this question",
+        "err_set_line_tokens": "question set, line {line}: {n} tokens is over this deployment's limit of {limit}; "
+                               "shorten this question",
+        "err_set_line_type": "question set, line {line}: expected text, got {kind}",
+    },
+}
+for _lang in LANGUAGES:
+    TEXT[_lang].update(QUESTION_SET[_lang])

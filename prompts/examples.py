@@ -20,3 +20,8 @@ def load(path: Path = EXAMPLES) -> list[dict]:
 
 def questions(path: Path = EXAMPLES) -> list[str]:
     return [item["text"] for item in load(path)]
+
+
+def seed_questions(path: Path = EXAMPLES) -> list[str]:
+    """The seed experiment's five questions (its results table), in its order."""
+    return [item["text"] for item in load(path) if item.get("source") == "seed"]
