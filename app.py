@@ -49,6 +49,7 @@ class Limits:
     """What the owner allows on this deployment."""
     heldout: tuple[str, ...] = ()  # held-out TSVs offered for scores and sweeps
     max_rows: int = 60
+    max_bench_items: int = 1836  # TurkMorfBench items one score may use (its whole core set)
     max_sweep_points: int = 21
     save_dir: str = "saved"
     download_mb: int = 200  # saved merges up to this size are also offered as a zip download
@@ -110,6 +111,7 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits(), prese
     from models.errors import Refusal
     from page.tasks import Loading, Visitors, background
     from page.text import TEXT, language, say
+    from scoring import morfbench
     from scoring import variants as scoring
     from scoring.heldout import HeldoutError, load_heldout
 
@@ -179,10 +181,12 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits(), prese
 
         with gr.Accordion(i18n("keep"), open=False, elem_id="keep"):
             with gr.Row():
-                heldout = gr.Dropdown(list(limits.heldout), value=(limits.heldout or [None])[0],
+                heldout = gr.Dropdown([*limits.heldout, (morfbench.NAME, morfbench.CHOICE)],
+                                      value=(limits.heldout or [morfbench.CHOICE])[0],
                                       label=i18n("heldout"), allow_custom_value=False, elem_id="heldout")
-                rows = gr.Slider(2, limits.max_rows, min(20, limits.max_rows), step=1, label=i18n("rows"),
-                                 elem_id="rows")
+                # As high as TurkMorfBench's item cap, so the API takes it; the page narrows it per choice.
+                rows = gr.Slider(2, max(limits.max_rows, limits.max_bench_items), min(20, limits.max_rows), step=1,
+                                 label=i18n("rows"), elem_id="rows")
             with gr.Tabs():
                 with gr.Tab(i18n("scores")):
                     score_btn = gr.Button(i18n("score"), elem_id="score")
@@ -301,6 +305,8 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits(), prese
             """Score every column on a held-out set: perplexity, chrF, BLEU, ROUGE-L (+ EM and F1 for QA)."""
             *values, request, progress = args
             lang, c = language(request), from_values(values)
+            if heldout_path == morfbench.CHOICE:
+                return (yield from bench_score(n_rows, c, lang, request, progress))
             data = open_heldout(heldout_path, n_rows, lang)
             comparison = loading.get()
             wanted = [n for n in COLUMNS if n != "extra" or c.extra_method]
@@ -314,6 +320,24 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits(), prese
             answered = min((r.rows for r in result), default=0)
             note = say(lang, "scores_stopped", n=answered) if answered < len(data.rows) else ""
             yield gr.Dataframe(table, visible=True), plot, note, {r.variant: {"perplexity": r.perplexity, **r.metrics} for r in result}
+
+        def bench_score(n_items, c, lang, request, progress):
+            """TurkMorfBench in Scores: every column's accuracy and the package's breakdown."""
+            try:
+                items = morfbench.load_items(int(n_items), limits.max_bench_items)
+            except ValueError as err:
+                raise refused(err, lang) from None
+            comparison = loading.get()
+            wanted = [n for n in COLUMNS if n != "extra" or c.extra_method]
+            result = yield from measured(lambda cancel, report: morfbench.bench_variants(
+                comparison, items, wanted, c, cancel, report), 4, request, progress)
+            headers, rows = views.bench_table(result, preset, lang, c.extra_method)
+            table = pd.DataFrame(rows, columns=headers)
+            plot = gr.BarPlot(table, x=headers[0], y=headers[1], sort=[row[0] for row in rows], y_lim=[0, 100],
+                              x_title=say(lang, "col_column"), y_title=headers[1], visible=True)
+            yield (gr.Dataframe(table, visible=True), plot,
+                   views.bench_note(result, len(items), preset, lang, c.extra_method),
+                   {r.variant: {"turkmorfbench_accuracy": r.accuracy} for r in result})
 
         def sweep(heldout_path, n_rows, parameter, points, turkish_curve, *args):
             """Re-merge one column at evenly spaced values of a parameter; plot held-out perplexity and, if asked,
@@ -465,6 +489,15 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits(), prese
                        api_visibility="private", queue=False)
 
         measure = [heldout, rows]
+
+        def rows_for(path, n):
+            """The rows slider for the chosen set: up to TurkMorfBench's item cap, or to the held-out row cap."""
+            cap = limits.max_bench_items if path == morfbench.CHOICE else limits.max_rows
+            return gr.Slider(maximum=cap, value=min(int(n or 2), cap))
+
+        narrow_rows = dict(fn=rows_for, inputs=[heldout, rows], outputs=rows, api_visibility="private", queue=False)
+        heldout.change(**narrow_rows)
+        page.load(**narrow_rows)
         score_btn.click(with_inputs(score, ["heldout", "rows", *names], progress=True), [*measure, *controls],
                         [score_table, score_plot, score_note, scores], api_name="score")
         sweep_btn.click(with_inputs(sweep, ["heldout", "rows", "parameter", "points", "turkish_curve", *names],
@@ -566,6 +599,8 @@ def parse_args(argv=None):
                    help="the only directory 'Save merged model' may write into (env HARMAN_SAVE_DIR)")
     p.add_argument("--max-rows", type=int, default=int(os.environ.get("HARMAN_MAX_ROWS", "60")),
                    help="most held-out rows one score or sweep may use")
+    p.add_argument("--max-bench-items", type=int, default=int(os.environ.get("HARMAN_MAX_BENCH_ITEMS", "1836")),
+                   help="most TurkMorfBench items one score may use (its core set has 1,836)")
     p.add_argument("--max-sweep-points", type=int, default=int(os.environ.get("HARMAN_MAX_SWEEP_POINTS", "21")))
     p.add_argument("--max-question-chars", type=int, default=int(os.environ.get("HARMAN_MAX_QUESTION_CHARS", "2000")),
                    help="longest question accepted, in characters (longer ones are refused with a message)")
@@ -673,6 +708,7 @@ def main(argv=None) -> int:
         os._exit(2)  # the page is already up; without its models it can serve nothing
 
     limits = Limits(heldout=default_heldout() + tuple(args.heldout), max_rows=args.max_rows,
+                    max_bench_items=args.max_bench_items,
                     max_sweep_points=args.max_sweep_points, save_dir=args.save_dir,
                     max_question_chars=args.max_question_chars, max_question_tokens=args.max_question_tokens,
                     max_set_questions=args.max_set_questions, max_votes_per_minute=args.max_votes_per_minute,

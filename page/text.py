@@ -101,6 +101,13 @@ TEXT: dict[str, dict[str, str]] = {
         "board_variant": "varyant", "board_score": "skor", "board_ci_low": "%95 alt", "board_ci_high": "%95 üst",
         "board_votes": "oy", "board_wins": "galibiyet", "board_ties": "berabere", "board_both_bad": "ikisi de kötü",
         "board_losses": "yenilgi", "board_row_vs_column": "satır \\ sütun",
+        "col_bench_accuracy": "TurkMorfBench doğruluğu (%)", "col_bench_real": "gerçek gövde (%)",
+        "col_bench_nonce": "uydurma gövde (%)", "col_bench_error": "en sık kazanan çeldirici",
+        "bench_error_cell": "{kind} ({n} kez)", "col_bucket": "kova", "progress_bench": "TurkMorfBench: madde {i}/{n}",
+        "bench_stopped": "TurkMorfBench durduruldu: ölçülen {n} madde.",
+        "bench_buckets": "**Kovaya göre doğruluk (%)**, {n} madde:",
+        "bench_credit": "TurkMorfBench: eCloud Tech. (veri CC BY 4.0, kod Apache-2.0; PyPI `turkmorfbench` 3.8.0), "
+                        "paketin kendi ölçüm kuralıyla: altın ile çeldiriciler arasında log-olasılıkla zorunlu seçim.",
     },
     "en": {
         "intro": "Compare a base model's two fine-tunes and their merges side by side. Type a question and press "
@@ -187,6 +194,14 @@ TEXT: dict[str, dict[str, str]] = {
         "board_variant": "variant", "board_score": "score", "board_ci_low": "95% low", "board_ci_high": "95% high",
         "board_votes": "votes", "board_wins": "wins", "board_ties": "ties", "board_both_bad": "both bad",
         "board_losses": "losses", "board_row_vs_column": "row \\ column",
+        "col_bench_accuracy": "TurkMorfBench accuracy (%)", "col_bench_real": "real stems (%)",
+        "col_bench_nonce": "nonce stems (%)", "col_bench_error": "distractor that wins most often",
+        "bench_error_cell": "{kind} ({n} times)", "col_bucket": "bucket", "progress_bench": "TurkMorfBench: item {i}/{n}",
+        "bench_stopped": "TurkMorfBench stopped: {n} items measured.",
+        "bench_buckets": "**Accuracy per bucket (%)**, {n} items:",
+        "bench_credit": "TurkMorfBench by eCloud Tech. (data CC BY 4.0, code Apache-2.0; PyPI `turkmorfbench` 3.8.0), "
+                        "by the package's own rule: a forced choice between the gold form and distractors by "
+                        "log-probability.",
     },
 }
 
@@ -238,6 +253,10 @@ REFUSALS: dict[str, dict[str, str]] = {
                           "değerlendirmesidir; en fazla {cap} nokta isteyin",
         "err_heldout_unknown": "held-out dosyası {path!r} bu kurulumun sunduklarından değil: {choices}",
         "err_rows": "satır sayısı: {n} izin verilen [2, {limit}] aralığının dışında",
+        "err_bench_items": "TurkMorfBench madde sayısı: {n} izin verilen [1, {limit}] aralığının dışında; 1 ile "
+                           "{limit} arasında bir sayı seçin",
+        "err_bench_missing": "TurkMorfBench paketi bu sunucuda kurulu değil; sahibi `pip install "
+                             "turkmorfbench==3.8.0` ile (requirements.txt) kurup uygulamayı yeniden başlatmalı",
         "err_too_many": "bu ziyaretçinin zaten {limit} isteği çalışıyor; birinin bitmesini bekleyin ya da durdurun",
         "err_hub_token": "{repo!r} deposuna göndermek bir Hub token'ı ister ve bu kurulumda yok (sahibi HF_TOKEN "
                          "ayarlar); yalnızca yerel kaydetmek için Hub deposunu boş bırakın",
@@ -309,6 +328,10 @@ REFUSALS: dict[str, dict[str, str]] = {
                           "evaluation; ask for at most {cap} points",
         "err_heldout_unknown": "held-out file {path!r} is not one this deployment offers: {choices}",
         "err_rows": "rows: {n} is outside the allowed range [2, {limit}]",
+        "err_bench_items": "TurkMorfBench items: {n} is outside the allowed range [1, {limit}]; choose a number "
+                           "from 1 to {limit}",
+        "err_bench_missing": "the TurkMorfBench package is not installed on this server; the owner should install "
+                             "it with `pip install turkmorfbench==3.8.0` (requirements.txt) and restart the app",
         "err_too_many": "this visitor already has {limit} requests running; wait for one to finish or stop it",
         "err_hub_token": "pushing to {repo!r} needs a Hub token, and this deployment has none configured (the owner "
                          "sets HF_TOKEN); leave the Hub repo empty to save locally only",
