@@ -40,7 +40,7 @@ def test_merges_across_chunk_boundaries_are_the_float32_merge_in_one_chunk(metho
     spec = MergeSpec(method, CHUNKED[method])
     parents = [t.to(dtype) for t in family(OVER_ONE_CHUNK[device], seed=1)]
     on_device = [{name: t.to(device)} for t in parents]
-    merged = {name: torch.empty_like(on_device[0][name])}
+    merged = {name: torch.full_like(on_device[0][name], float("nan"))}  # what a merge leaves unwritten shows
     merge_model(merged, on_device[0], on_device[1:], spec, 1)
 
     for module in (merging.chunks, merging.selection):  # the reference: float32, in one chunk
