@@ -50,10 +50,9 @@ class Tally:
         count[0] += int(missed.sum())
         count[1] += missed.numel()
 
-    def assert_few(self, what: str) -> None:
+    def assert_few(self, what: str, reference: str = "the float32 reference rounded once") -> None:
         for kind, (missed, total) in self.counts.items():
-            assert missed <= MISSED * total, (f"{what}: {kind}: {missed} of {total} elements are not the float32 "
-                                              "reference rounded once")
+            assert missed <= MISSED * total, f"{what}: {kind}: {missed} of {total} elements are not {reference}"
 
 
 def assert_rounded_once(actual: torch.Tensor, exact: torch.Tensor, what: str, tally: Tally, kind: str,
@@ -161,6 +160,34 @@ def assert_mixed_rows_round_once(family: Family) -> None:
             assert_alike(out[1], out[0], tally, "embeddings")
     assert set(tally.counts) == {"products", "vectors", "embeddings"}, tally.counts  # every kind was seen
     tally.assert_few(f"{family.arch}, {family.spec.method}")
+
+
+def assert_banked_rows_compute_as_their_modules(family: Family) -> None:
+    """Every banked layer of the batched model, fed random inputs with plain rows (a parent, another parent, the
+    reference merge rounded once): each row gives what transformers' own module of its slice gives, rounding
+    where it rounds. Bit for bit on the CPU; on a device, another kernel may sum in another order."""
+    bank, device, tally = family.bank, family.device, Tally()
+    variants = ["model1", "model2", "ties"]
+    rows = Rows([bank.index(v) for v in variants], device, frozen=bank.frozen)
+    own = {v: dict(bank.module(v).named_modules()) for v in variants}
+    generator = torch.Generator().manual_seed(family.seed)
+    for path, module in batched_model(bank).named_modules():
+        if isinstance(module, BankedEmbedding):
+            inputs = [torch.randint(0, module.weight_bank.shape[1], (1, 48), generator=generator).to(device)]
+        elif isinstance(module, (BankedLinear, BankedLayerNorm, BankedRMSNorm)):
+            transposed = getattr(module, "transposed", True)
+            features = module.weight_bank.shape[-1 if transposed else -2]
+            inputs = [torch.randn(1, tokens, features, generator=generator).to(device=device, dtype=bank.template.dtype)
+                      for tokens in (1, 5)]  # a decoding step and a prompt
+        else:
+            continue
+        for x in inputs:
+            with selected_rows(rows), torch.no_grad():
+                out = module(x.expand(len(variants), *x.shape[1:]))
+                for row, variant in enumerate(variants):
+                    tally.add(type(module).__name__, (out[row] != own[variant][path](x)[0]).cpu())
+    assert len(tally.counts) >= 3, tally.counts  # products, norms and embeddings were seen
+    tally.assert_few(f"{family.arch} on {device}", "transformers' module of the row's slice")
 
 
 def forward(model, ids: list[int], device: torch.device | str = "cpu") -> torch.Tensor:

@@ -12,8 +12,8 @@ from models import threads
 from models.batched import Rows, batched_model, selected_rows
 from models.decoding_loop import DecodingLoop, Job
 from models.generation import GenerationSettings, generate
-from tests.bf16_reference import DEVICES, Family, Tally, assert_greedy_within_noise, assert_rounded_once, \
-    float32_noise, forward, merge_into
+from tests.bf16_reference import DEVICES, Family, Tally, assert_banked_rows_compute_as_their_modules, \
+    assert_greedy_within_noise, assert_rounded_once, float32_noise, forward, merge_into
 from tests.test_bank import PROMPT, one_thread  # noqa: F401 (one_thread: autouse)
 from tests.test_merging_coefficients import SPECS
 from tests.test_merging_methods import family
@@ -71,6 +71,12 @@ def test_bfloat16_merges_into_the_bank_round_the_float32_merge_once(arch, label,
     for name, merged in parents.bank.slice("soup").items():
         assert_rounded_once(merged, parents.exact(name), name, tally, "merged", parents.terms(name))
     tally.assert_few(f"{arch}, {label} on {device}")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("arch", ["gpt2", "gemma3", "llama-tied", "llama-untied"])
+def test_banked_bfloat16_rows_compute_as_transformers_modules_of_their_slices(arch, device):
+    assert_banked_rows_compute_as_their_modules(Family(arch, MergeSpec.from_dict(SPECS["soup"]), device))
 
 
 @pytest.mark.parametrize("device", DEVICES)
