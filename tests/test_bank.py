@@ -30,8 +30,8 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def tiny_model(arch: str):
-    torch.manual_seed(0)
+def tiny_model(arch: str, seed: int = 0):
+    torch.manual_seed(seed)
     if arch == "gpt2":
         return GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=100, n_positions=64)).eval()
     if arch == "gemma3":
