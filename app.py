@@ -131,9 +131,9 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits(), prese
         if c.kind == "slider":
             hi = gen.max_new_tokens_cap if c.hi is None else c.hi
             return gr.Slider(c.lo, hi, value, step=c.step, label=label, elem_id=c.name, min_width=160)
-        if c.kind == "number":  # an optional one is empty until given: it follows another control
+        if c.kind == "number":  # an optional one follows another control until given (None, or 0 on the page)
             return gr.Number(value, precision=0 if c.whole else None, step=c.step or 1, label=label, elem_id=c.name,
-                             placeholder=i18n("follows_density") if c.optional else None)
+                             info=i18n("follows_density") if c.optional else None)
         if c.kind == "checkbox":
             return gr.Checkbox(value, label=label, elem_id=c.name)
         if c.kind == "dropdown":

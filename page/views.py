@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+from models.controls import follows
 from page.text import say
 from scoring import turkish
 
@@ -30,8 +31,8 @@ def column_title(name: str, preset, controls, lang: str) -> str:
         return f"**SLERP** · t = {controls.slerp_t:.2f}{schedule}"
     density = say(lang, "title_density")
     if name == "ties":  # one line: what differs between the two models only when it does
-        d1 = controls.ties_density if controls.ties_density1 is None else controls.ties_density1
-        d2 = controls.ties_density if controls.ties_density2 is None else controls.ties_density2
+        d1 = controls.ties_density if follows(controls.ties_density1) else controls.ties_density1
+        d2 = controls.ties_density if follows(controls.ties_density2) else controls.ties_density2
         parts = [f"{density} {d1:.2f}" if d1 == d2 else f"{density} {d1:.2f}/{d2:.2f}"]
         if (controls.ties_w1, controls.ties_w2) != (1.0, 1.0):
             parts.append(f"w {controls.ties_w1:.2f}/{controls.ties_w2:.2f}")
