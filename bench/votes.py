@@ -1,6 +1,6 @@
 """Blind votes under load, through the public API of a running server, and the leaderboard's cost.
 
-    python -m bench.votes [--preset default] [--sessions 20] [--rounds 5] [--new-tokens 8]
+    python -m bench.votes [--preset default | --tiny] [--sessions 20] [--rounds 5] [--new-tokens 8]
 
 1. ``python app.py`` with a fresh vote store. ``--sessions`` page sessions (one gradio_client each) play
    ``--rounds`` rounds: each asks for a battle (the two answers decode in the shared loop), then all vote at the
@@ -69,6 +69,25 @@ class Server:
         self.proc.wait(timeout=60)
 
 
+def tiny_preset(folder: Path) -> str:
+    """A preset YAML over tiny random GPT-2s (tests/tiny_models.py): the load test without the default's decoding
+    time, for a machine whose cores are busy."""
+    import yaml
+
+    from tests import tiny_models
+
+    tok = tiny_models.tokenizer()
+    base = tiny_models.model("gpt2", len(tok))
+    dirs = {"base": tiny_models.save(base, tok, folder / "base"),
+            "model1": tiny_models.save(tiny_models.finetune_of(base, seed=1, scale=0.05), tok, folder / "m1"),
+            "model2": tiny_models.save(tiny_models.finetune_of(base, seed=2, scale=0.05), tok, folder / "m2")}
+    path = folder / "tiny.yaml"
+    path.write_text(yaml.safe_dump({"name": "tiny", "prompt_format": "plain_qa", "device": "cpu",
+                                    "generation": {"max_new_tokens": 8, "max_new_tokens_cap": 32},
+                                    **{k: str(v) for k, v in dirs.items()}}))
+    return str(path)
+
+
 def battle_values(question: str, new_tokens: int) -> list:
     return [question, 0.5, 0.5, 0.5, 0.5, 1.0, 1.0, 0.5, 0.5, 1.0, "", "", "", 0.5, new_tokens, 0.7, 0.9, 1.0,
             True, 0]
@@ -124,6 +143,12 @@ def p95(xs: list[float]) -> float:
     return statistics.quantiles(xs, n=20)[-1] if len(xs) > 1 else (xs[0] if xs else float("nan"))
 
 
+def server_ms(log: Path) -> list[float]:
+    """The server's share of each vote (rules and commit), from the lines page/vote.py logs."""
+    return [float(line.rsplit(" in ", 1)[1].split()[0]) for line in log.read_text(errors="replace").splitlines()
+            if " committed in " in line]
+
+
 def stored_ids(server) -> list[str]:
     path = server.client().predict(api_name="/votes_export")
     with open(path, newline="", encoding="utf-8") as f:
@@ -166,6 +191,7 @@ def leaderboard_cost(n_votes: int, n_variants: int, resamples: int, folder: Path
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="default")
+    p.add_argument("--tiny", action="store_true", help="a tiny random model set instead of --preset")
     p.add_argument("--sessions", type=int, default=20)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--new-tokens", type=int, default=8)
@@ -176,6 +202,8 @@ def main(argv=None) -> int:
     summary = {}
     if not args.skip_server:
         votes, log = folder / "votes.sqlite", folder / "app.log"
+        if args.tiny:
+            args.preset = tiny_preset(folder)
         server = Server(args.preset, votes, args.new_tokens, log)
         result = play(server, args.sessions, args.rounds, args.new_tokens)
         server.kill()  # right after the last acknowledged votes
@@ -184,11 +212,12 @@ def main(argv=None) -> int:
         restarted.stop()
         acks, refusals = result["acks"], result["refusals"]
         summary["load"] = {
-            "sessions": args.sessions, "rounds": args.rounds, "acknowledged": len(result["acked"]),
+            "preset": "tiny" if args.tiny else args.preset, "sessions": args.sessions, "rounds": args.rounds, "acknowledged": len(result["acked"]),
             "errors": result["errors"][:5], "stored_after_kill_9": len(stored),
             "every_ack_stored_once": sorted(stored) == sorted(result["acked"]),
             "ack_p50_ms": 1000 * statistics.median(acks), "ack_p95_ms": 1000 * p95(acks),
             "refused_p50_ms": 1000 * statistics.median(refusals), "refused_p95_ms": 1000 * p95(refusals),
+            "server_p50_ms": statistics.median(server_ms(log)), "server_p95_ms": p95(server_ms(log)),
             "wall_s": result["wall_s"]}
         print(json.dumps(summary["load"]), flush=True)
     if hasattr(os, "sched_setaffinity"):
