@@ -2,8 +2,8 @@
 
     python -m bench.votes [--preset default | --tiny] [--sessions 20] [--rounds 5] [--new-tokens 8]
 
-1. ``python app.py`` with a fresh vote store. ``--sessions`` page sessions (one gradio_client each) play
-   ``--rounds`` rounds: each asks for a battle (the two answers decode in the shared loop), then all vote at the
+1. ``python app.py`` with a fresh vote store. ``--sessions`` page sessions (a process and a gradio_client each)
+   play ``--rounds`` rounds: each asks for a battle (the two answers decode in the shared loop), then all vote at the
    same moment (a barrier), then each tries a second vote on the same battle (refused: the same round trip with
    no write, the floor a vote's latency is held against). A vote's latency is from the call to its
    acknowledgement (the vote call only, not the battle's generation).
@@ -27,7 +27,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -93,50 +92,55 @@ def battle_values(question: str, new_tokens: int) -> list:
             True, 0]
 
 
-def play(server, sessions: int, rounds: int, new_tokens: int) -> dict:
-    """Every session's battles and votes; the acknowledged battle ids and the latencies."""
+def session(i: int, url: str, rounds: int, new_tokens: int, barrier, results) -> None:
+    """One page session in a process of its own (as a visitor's browser is): its battles and votes."""
+    from gradio_client import Client
+
     from prompts import examples
 
     questions = examples.questions()
-    clients = [server.client() for _ in range(sessions)]
-    barrier = threading.Barrier(sessions)
-    acked, acks, refusals, errors = [], [], [], []
-    lock = threading.Lock()
+    client, rng, out = Client(url, verbose=False), random.Random(i), {"acked": [], "acks": [], "refusals": [],
+                                                                       "errors": []}
+    for r in range(rounds):
+        battle_id = client.predict(*battle_values(questions[(i + 7 * r) % len(questions)], new_tokens),
+                                   api_name="/battle")[0]
+        barrier.wait()  # every session votes at the same moment
+        started = time.perf_counter()
+        try:
+            client.predict(battle_id, rng.choice(["A", "B", "tie", "both_bad"]), api_name="/vote")
+        except Exception as err:  # counted, not acknowledged
+            out["errors"].append(str(err))
+            continue
+        out["acks"].append(time.perf_counter() - started)
+        out["acked"].append(battle_id)
+        started = time.perf_counter()
+        try:
+            client.predict(battle_id, "A", api_name="/vote")
+            out["errors"].append(f"a second vote on {battle_id} was accepted")
+        except Exception:
+            out["refusals"].append(time.perf_counter() - started)
+    results.put(out)
 
-    def run(i):
-        rng = random.Random(i)
-        for r in range(rounds):
-            battle_id = clients[i].predict(*battle_values(questions[(i + 7 * r) % len(questions)], new_tokens),
-                                           api_name="/battle")[0]
-            barrier.wait()  # every session votes at the same moment
-            started = time.perf_counter()
-            try:
-                clients[i].predict(battle_id, rng.choice(["A", "B", "tie", "both_bad"]), api_name="/vote")
-            except Exception as err:  # counted, not acknowledged
-                with lock:
-                    errors.append(str(err))
-                continue
-            took = time.perf_counter() - started
-            with lock:
-                acked.append(battle_id)
-                acks.append(took)
-            started = time.perf_counter()
-            try:
-                clients[i].predict(battle_id, "A", api_name="/vote")
-                with lock:
-                    errors.append(f"a second vote on {battle_id} was accepted")
-            except Exception:
-                with lock:
-                    refusals.append(time.perf_counter() - started)
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(sessions)]
+def play(server, sessions: int, rounds: int, new_tokens: int) -> dict:
+    """Every session's battles and votes, each session in a process of its own; the acknowledged battle ids and
+    the latencies."""
+    import multiprocessing
+
+    server.client()  # serving
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(sessions), ctx.Queue()
+    url = f"http://127.0.0.1:{server.port}/"
+    procs = [ctx.Process(target=session, args=(i, url, rounds, new_tokens, barrier, results))
+             for i in range(sessions)]
     started = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return {"acked": acked, "acks": acks, "refusals": refusals, "errors": errors,
-            "wall_s": time.perf_counter() - started}
+    for p in procs:
+        p.start()
+    outs = [results.get(timeout=1800) for _ in procs]
+    for p in procs:
+        p.join()
+    merged = {k: [x for o in outs for x in o[k]] for k in ("acked", "acks", "refusals", "errors")}
+    return {**merged, "wall_s": time.perf_counter() - started}
 
 
 def p95(xs: list[float]) -> float:
