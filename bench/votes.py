@@ -101,25 +101,30 @@ def session(i: int, url: str, rounds: int, new_tokens: int, barrier, results) ->
     questions = examples.questions()
     client, rng, out = Client(url, verbose=False), random.Random(i), {"acked": [], "acks": [], "refusals": [],
                                                                        "errors": []}
-    for r in range(rounds):
-        battle_id = client.predict(*battle_values(questions[(i + 7 * r) % len(questions)], new_tokens),
-                                   api_name="/battle")[0]
-        barrier.wait()  # every session votes at the same moment
-        started = time.perf_counter()
-        try:
-            client.predict(battle_id, rng.choice(["A", "B", "tie", "both_bad"]), api_name="/vote")
-        except Exception as err:  # counted, not acknowledged
-            out["errors"].append(str(err))
-            continue
-        out["acks"].append(time.perf_counter() - started)
-        out["acked"].append(battle_id)
-        started = time.perf_counter()
-        try:
-            client.predict(battle_id, "A", api_name="/vote")
-            out["errors"].append(f"a second vote on {battle_id} was accepted")
-        except Exception:
-            out["refusals"].append(time.perf_counter() - started)
-    results.put(out)
+    try:
+        for r in range(rounds):
+            battle_id = client.predict(*battle_values(questions[(i + 7 * r) % len(questions)], new_tokens),
+                                       api_name="/battle")[0]
+            barrier.wait(timeout=600)  # every session votes at the same moment
+            started = time.perf_counter()
+            try:
+                client.predict(battle_id, rng.choice(["A", "B", "tie", "both_bad"]), api_name="/vote")
+            except Exception as err:  # counted, not acknowledged
+                out["errors"].append(str(err))
+                continue
+            out["acks"].append(time.perf_counter() - started)
+            out["acked"].append(battle_id)
+            started = time.perf_counter()
+            try:
+                client.predict(battle_id, "A", api_name="/vote")
+                out["errors"].append(f"a second vote on {battle_id} was accepted")
+            except Exception:
+                out["refusals"].append(time.perf_counter() - started)
+    except Exception as err:  # a failed battle: the other sessions stop at the barrier rather than wait for it
+        out["errors"].append(f"session {i}: {err}")
+        barrier.abort()
+    finally:
+        results.put(out)
 
 
 def play(server, sessions: int, rounds: int, new_tokens: int) -> dict:
