@@ -21,6 +21,7 @@ import csv
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import statistics
@@ -238,6 +239,7 @@ def main(argv=None) -> int:
     ok = summary["leaderboard"]["read_and_fit_s"] <= 2.0 and (
         load is None or (load["every_ack_stored_once"] and load["ack_p95_ms"] <= 100 and not load["errors"]))
     print("summary:", json.dumps(summary), "PASS" if ok else "FAIL")
+    shutil.rmtree(folder, ignore_errors=True)
     return 0 if ok else 1
 
 
