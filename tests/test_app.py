@@ -233,6 +233,20 @@ def measured(tmp_path_factory):
     page.close()
 
 
+def test_score_endpoint_measures_turkmorfbench_for_every_column(measured):
+    client, _, _ = measured
+    controls = list({**DEFAULTS, "max_new_tokens": 6}.values())
+    table, _, note = client.predict("turkmorfbench", 6, *controls, api_name="/score")
+    table = table["value"]
+    assert [r[0] for r in table["data"]][2:] == ["Soup", "SLERP", "TIES"]
+    assert table["headers"][:2] == ["Sütun", "TurkMorfBench doğruluğu (%)"]
+    # Six items: every accuracy is a whole number of them, and the note breaks it down per bucket.
+    assert all(r[1] in [round(100 * k / 6, 1) for k in range(7)] for r in table["data"])
+    assert "Kovaya göre doğruluk" in note and "6 madde" in note and "eCloud Tech." in note
+    with pytest.raises(Exception):  # past the slider's top (the item cap): Gradio refuses it before the handler
+        client.predict("turkmorfbench", 1837, *controls, api_name="/score")
+
+
 def test_score_sweep_export_and_save_endpoints(measured):
     client, heldout, root = measured
     controls = list({**DEFAULTS, "max_new_tokens": 6}.values())
