@@ -127,7 +127,10 @@ def score_items(bank, recipes: Sequence[Recipe], tokenizer, items: Sequence[dict
         recipes = [Mix({n: ((r, 1.0),) for n in names}) for r in recipes]
     encoded = [encode(tokenizer, item) for item in items]
     if items_per_forward is None:
-        most = max((len(e.tails) * max(len(t) for t in e.tails) for e in encoded), default=1)
+        # The most logits one item keeps in one column: a position per candidate per scored tail token (a row's
+        # count padded to the widest), and the prefix's.
+        most = max((len(e.tails) * max(len(e.tail_scored(k)) for k in range(len(e.tails))) + len(e.prefix)
+                    - min(e.starts) + 1 for e in encoded), default=1)
         items_per_forward = max(1, min(32, LOGIT_BUDGET // (len(recipes) * most * model.config.vocab_size)))
     results: list[dict[str, Choice]] = [{} for _ in recipes]
     for start in range(0, len(encoded), items_per_forward):
