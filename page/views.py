@@ -190,9 +190,10 @@ def notes(snapshot, lang: str) -> str:
     return " ".join(parts + [say(lang, "waiting") for n in snapshot.notes if n == "waiting"])
 
 
-def sweep_rows(outcome, preset, lang: str) -> tuple[list[dict], str, tuple | None]:
+def sweep_rows(outcome, preset, lang: str, best_text: str = "sweep_best") -> tuple[list[dict], str, tuple | None]:
     """The sweep's perplexity curve (the parents as flat lines, the best point as a vertical line), the note
-    under it, and the best point for apply-best (None when stopped before any point)."""
+    under it (``best_text``: "sweep_best_bench" when the curve is TurkMorfBench accuracy, under the same key),
+    and the best point for apply-best (None when stopped before any point)."""
     parameter = outcome.parameter
     swept = say(lang, f"name_{parameter}")
     curve = [{"value": v, "perplexity": p, "series": swept} for v, p in outcome.result.points]
@@ -208,7 +209,7 @@ def sweep_rows(outcome, preset, lang: str) -> tuple[list[dict], str, tuple | Non
     if scores:  # every score NaN (diverged merges and parents alike) leaves nothing to mark
         marker = say(lang, "sweep_best_marker", value=best[0])
         curve += [{"value": best[0], "perplexity": y, "series": marker} for y in (min(scores), max(scores))]
-    note = say(lang, "sweep_best", parameter=swept, value=best[0], score=best[1],
+    note = say(lang, best_text, parameter=swept, value=best[0], score=best[1],
                m1=outcome.references["model1"], m2=outcome.references["model2"])
     if outcome.result.cancelled:
         note += say(lang, "sweep_partial", n=len(outcome.result.points))

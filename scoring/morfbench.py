@@ -25,6 +25,7 @@ from transformers import DynamicCache
 from models.batched import Mix, Recipe, Rows, batched_model, selected_rows
 from models.errors import Refusal
 from models.requests import RequestError, merge_specs
+from scoring.perplexity import Cancelled
 
 NAME, CHOICE = "TurkMorfBench", "turkmorfbench"  # as Scores offers it next to the held-out sets, and its value
 PROMPT = "Kelime: %s\nÇekimli biçim: "  # the package's ISTEM % (stem, "")
@@ -278,3 +279,18 @@ def bench_variants(comparison, items: Sequence[dict], variants: list[str], contr
         choices = score_items(bank, recipes, comparison.model_set.tokenizer, items, cancel, step)
     return [BenchRow(v, sum(c.correct for c in found.values()), len(found), report(items, found))
             for v, found in zip(variants, choices)]
+
+
+def accuracy_measure(comparison, items: Sequence[dict], cancel: threading.Event | None = None):
+    """A sweep's ``measure(held, column)`` (scoring/variants.py: sweep_parameter): the column's TurkMorfBench
+    accuracy in percent over all the items; raises Cancelled when stopped before the last item."""
+    bank, tokenizer = comparison.model_set.bank, comparison.model_set.tokenizer
+
+    def measure(held, column: str) -> float:
+        recipe = held.recipes[column] if column in held.recipes else bank.index(column)
+        found = score_items(bank, [recipe], tokenizer, items, cancel)[0]
+        if len(found) < len(items):
+            raise Cancelled()
+        return 100 * sum(c.correct for c in found.values()) / len(items)
+
+    return measure
