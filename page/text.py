@@ -106,6 +106,8 @@ TEXT: dict[str, dict[str, str]] = {
         "bench_error_cell": "{kind} ({n} kez)", "col_bucket": "kova", "progress_bench": "TurkMorfBench: madde {i}/{n}",
         "bench_stopped": "TurkMorfBench durduruldu: ölçülen {n} madde.",
         "bench_buckets": "**Kovaya göre doğruluk (%)**, {n} madde:",
+        "sweep_best_bench": "En iyi {parameter} = **{value:.3f}** (TurkMorfBench doğruluğu %{score:.1f}); Model 1: "
+                            "%{m1:.1f}, Model 2: %{m2:.1f}",
         "bench_credit": "TurkMorfBench: eCloud Tech. (veri CC BY 4.0, kod Apache-2.0; PyPI `turkmorfbench` 3.8.0), "
                         "paketin kendi ölçüm kuralıyla: altın ile çeldiriciler arasında log-olasılıkla zorunlu seçim.",
     },
@@ -199,6 +201,8 @@ TEXT: dict[str, dict[str, str]] = {
         "bench_error_cell": "{kind} ({n} times)", "col_bucket": "bucket", "progress_bench": "TurkMorfBench: item {i}/{n}",
         "bench_stopped": "TurkMorfBench stopped: {n} items measured.",
         "bench_buckets": "**Accuracy per bucket (%)**, {n} items:",
+        "sweep_best_bench": "Best {parameter} = **{value:.3f}** (TurkMorfBench accuracy {score:.1f}%); Model 1: "
+                            "{m1:.1f}%, Model 2: {m2:.1f}%",
         "bench_credit": "TurkMorfBench by eCloud Tech. (data CC BY 4.0, code Apache-2.0; PyPI `turkmorfbench` 3.8.0), "
                         "by the package's own rule: a forced choice between the gold form and distractors by "
                         "log-probability.",
