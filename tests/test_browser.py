@@ -275,6 +275,7 @@ def test_a_blind_vote_in_each_language_reveals_the_names_and_fills_the_leaderboa
     page.locator("#vote").screenshot(path=str(ARTIFACTS / f"browser-vote-{lang}.png"))
     page.locator("#vote").screenshot(path=f"/tmp/harman-vote-{lang}.png")
 
+
 def test_a_turkmorfbench_score_on_a_turkish_page(server, browser):
     context = browser.new_context(locale="tr-TR", viewport={"width": 1600, "height": 1400})
     page = context.new_page()
