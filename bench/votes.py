@@ -222,7 +222,8 @@ def main(argv=None) -> int:
         restarted.stop()
         acks, refusals = result["acks"], result["refusals"]
         summary["load"] = {
-            "preset": "tiny" if args.tiny else args.preset, "sessions": args.sessions, "rounds": args.rounds, "acknowledged": len(result["acked"]),
+            "preset": "tiny" if args.tiny else args.preset, "sessions": args.sessions, "rounds": args.rounds,
+            "acknowledged": len(result["acked"]),
             "errors": result["errors"][:5], "stored_after_kill_9": len(stored),
             "every_ack_stored_once": sorted(stored) == sorted(result["acked"]),
             "ack_p50_ms": 1000 * statistics.median(acks), "ack_p95_ms": 1000 * p95(acks),

@@ -94,7 +94,8 @@ TEXT: dict[str, dict[str, str]] = {
         "vote_copy_link": "Oylama bağlantısını kopyala", "vote_link": "Bu ayarlarla oylama bağlantısı",
         "vote_export": "Oyları indir (CSV)", "vote_writing": "⏳ Cevaplar yazılıyor…",
         "vote_ready": "Cevaplar hazır: hangisi daha iyi?", "vote_thanks": "Oyunuz kaydedildi.",
-        "vote_your_choice": "Oyunuz: **{choice}**", "vote_spec": "birleştirme tanımı (mergekit)", "vote_greedy": "açgözlü (greedy)",
+        "vote_your_choice": "Oyunuz: **{choice}**", "vote_spec": "birleştirme tanımı (mergekit)",
+        "vote_greedy": "açgözlü (greedy)",
         "vote_sampled": "örnekleme (sıcaklık {temperature}, top-p {top_p})",
         "vote_settings": "Üretim: {greedy}, en fazla {tokens} token, tekrar cezası {penalty}, tohum {seed} · "
                          "model seti: {models}",
