@@ -175,7 +175,9 @@ class VotePart:
         lines = [say(lang, "vote_your_choice", choice=say(lang, f"vote_{battle.choice}")), ""]
         for letter, side in (("A", battle.a), ("B", battle.b)):
             label = views.parent_label(self.preset, side.column, lang) if side.column in ("model1", "model2") else ""
-            label = f" ({label})" if label and label != side.name else ""
+            if label.startswith(side.name):  # "Model 1 (soru-cevap)": what the label adds to the name
+                label = label[len(side.name):].strip()
+            label = f" {label}" if label.startswith("(") else f" ({label})" if label else ""
             merge = side.spec.get("merge")
             detail = (f" <details><summary>{say(lang, 'vote_spec')}</summary><code>"
                       f"{html.escape(json.dumps(merge, ensure_ascii=False, sort_keys=True))}</code></details>"
