@@ -4,7 +4,7 @@ generate() (models/generation.py: scores, sweeps, benches, the fallback without 
 server's DecodingLoop (models/decoding_loop.py: the page, question sets) both describe a request as a Job, keep
 one Row per column, and take each step through ``advance``: ``choose`` picks every row's next token, processed
 as transformers' logits processors do, and ``Row.take`` does the per-token bookkeeping (stream it, stop on EOS,
-a stop string or the length). So an answer is the same whichever path decodes it.
+a stop string or the length). So both paths sample and stop by the same rules.
 """
 
 from __future__ import annotations
