@@ -131,9 +131,9 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits(), prese
         if c.kind == "slider":
             hi = gen.max_new_tokens_cap if c.hi is None else c.hi
             return gr.Slider(c.lo, hi, value, step=c.step, label=label, elem_id=c.name, min_width=160)
-        if c.kind == "number":  # an optional one is empty until given: it follows another control
+        if c.kind == "number":  # an optional one follows another control until given (None, or 0 on the page)
             return gr.Number(value, precision=0 if c.whole else None, step=c.step or 1, label=label, elem_id=c.name,
-                             placeholder=i18n("follows_density") if c.optional else None)
+                             info=i18n("follows_density") if c.optional else None)
         if c.kind == "checkbox":
             return gr.Checkbox(value, label=label, elem_id=c.name)
         if c.kind == "dropdown":
@@ -321,12 +321,15 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits(), prese
             note = say(lang, "scores_stopped", n=answered) if answered < len(data.rows) else ""
             yield gr.Dataframe(table, visible=True), plot, note, {r.variant: {"perplexity": r.perplexity, **r.metrics} for r in result}
 
-        def bench_score(n_items, c, lang, request, progress):
-            """TurkMorfBench in Scores: every column's accuracy and the package's breakdown."""
+        def bench_items(n_items, lang):
             try:
-                items = morfbench.load_items(int(n_items), limits.max_bench_items)
+                return morfbench.load_items(int(n_items), limits.max_bench_items)
             except ValueError as err:
                 raise refused(err, lang) from None
+
+        def bench_score(n_items, c, lang, request, progress):
+            """TurkMorfBench in Scores: every column's accuracy and the package's breakdown."""
+            items = bench_items(n_items, lang)
             comparison = loading.get()
             wanted = [n for n in COLUMNS if n != "extra" or c.extra_method]
             result = yield from measured(lambda cancel, report: morfbench.bench_variants(
@@ -344,19 +347,23 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits(), prese
             the Turkish check of the column's greedy answers as a second curve."""
             *values, request, progress = args
             lang, c = language(request), from_values(values)
-            data = open_heldout(heldout_path, n_rows, lang)
+            bench = heldout_path == morfbench.CHOICE  # TurkMorfBench accuracy as the curve, highest best
+            items = bench_items(n_rows, lang) if bench else None
+            data = None if bench else open_heldout(heldout_path, n_rows, lang)
             comparison = loading.get()
             outcome = yield from measured(lambda cancel, report: scoring.sweep_parameter(
                 comparison, data, c, parameter, int(points), limits.max_sweep_points, cancel, report,
-                turkish=bool(turkish_curve)), 5, request, progress)
-            curve, note, best = views.sweep_rows(outcome, preset, lang)
+                turkish=bool(turkish_curve) and not bench,
+                **(dict(measure=morfbench.accuracy_measure(comparison, items, cancel), higher=True) if bench else {})),
+                5, request, progress)
+            curve, note, best = views.sweep_rows(outcome, preset, lang, "sweep_best_bench" if bench else "sweep_best")
             second = pd.DataFrame(views.turkish_rows(outcome, preset, lang), columns=["value", "share", "series"])
             # The swept range with a margin, so that a best point at either end is not drawn on the axis.
             lo, hi = SWEEPABLE[parameter][1:]
             x = dict(x_lim=[lo - 0.03 * (hi - lo), hi + 0.03 * (hi - lo)], x_title=say(lang, f"name_{parameter}"),
                      color_title=" ")
-            yield (gr.LinePlot(pd.DataFrame(curve, columns=["value", "perplexity", "series"]), y_title="perplexity",
-                               visible=True, **x),
+            yield (gr.LinePlot(pd.DataFrame(curve, columns=["value", "perplexity", "series"]),
+                               y_title=say(lang, "col_bench_accuracy") if bench else "perplexity", visible=True, **x),
                    note, best, gr.skip(),
                    gr.LinePlot(second, y_title=say(lang, "axis_share"), visible=bool(turkish_curve), **x))
 

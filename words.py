@@ -18,7 +18,7 @@ TEXT: dict[str, dict[str, str]] = {
         "slerp_t": "SLERP t (0 = Model 1, 1 = Model 2)", "ties_density": "TIES yoğunluğu",
         "advanced": "Gelişmiş birleştirme ayarları", "ties_w1": "TIES ağırlığı (Model 1)",
         "ties_w2": "TIES ağırlığı (Model 2)", "ties_d1": "TIES yoğunluğu (Model 1)",
-        "follows_density": "boş: TIES yoğunluğunu izler",
+        "follows_density": "0 ya da boş: TIES yoğunluğunu izler",
         "ties_d2": "TIES yoğunluğu (Model 2)", "lambda": "lambda",
         "attn_schedule": "SLERP dikkat (attn) katman planı, ör. [0, 0.5, 0.3, 0.7, 1]",
         "mlp_schedule": "SLERP MLP katman planı, ör. [1, 0.5, 0.7, 0.3, 0]",
@@ -94,7 +94,8 @@ TEXT: dict[str, dict[str, str]] = {
         "vote_copy_link": "Oylama bağlantısını kopyala", "vote_link": "Bu ayarlarla oylama bağlantısı",
         "vote_export": "Oyları indir (CSV)", "vote_writing": "⏳ Cevaplar yazılıyor…",
         "vote_ready": "Cevaplar hazır: hangisi daha iyi?", "vote_thanks": "Oyunuz kaydedildi.",
-        "vote_your_choice": "Oyunuz: **{choice}**", "vote_spec": "birleştirme tanımı (mergekit)", "vote_greedy": "açgözlü (greedy)",
+        "vote_your_choice": "Oyunuz: **{choice}**", "vote_spec": "birleştirme tanımı (mergekit)",
+        "vote_greedy": "açgözlü (greedy)",
         "vote_sampled": "örnekleme (sıcaklık {temperature}, top-p {top_p})",
         "vote_settings": "Üretim: {greedy}, en fazla {tokens} token, tekrar cezası {penalty}, tohum {seed} · "
                          "model seti: {models}",
@@ -106,6 +107,8 @@ TEXT: dict[str, dict[str, str]] = {
         "bench_error_cell": "{kind} ({n} kez)", "col_bucket": "kova", "progress_bench": "TurkMorfBench: madde {i}/{n}",
         "bench_stopped": "TurkMorfBench durduruldu: ölçülen {n} madde.",
         "bench_buckets": "**Kovaya göre doğruluk (%)**, {n} madde:",
+        "sweep_best_bench": "En iyi {parameter} = **{value:.3f}** (TurkMorfBench doğruluğu %{score:.1f}); Model 1: "
+                            "%{m1:.1f}, Model 2: %{m2:.1f}",
         "bench_credit": "TurkMorfBench: eCloud Tech. (veri CC BY 4.0, kod Apache-2.0; PyPI `turkmorfbench` 3.8.0), "
                         "paketin kendi ölçüm kuralıyla: altın ile çeldiriciler arasında log-olasılıkla zorunlu seçim.",
     },
@@ -118,7 +121,7 @@ TEXT: dict[str, dict[str, str]] = {
         "slerp_t": "SLERP t (0 = Model 1, 1 = Model 2)", "ties_density": "TIES density",
         "advanced": "Advanced merge settings", "ties_w1": "TIES weight (Model 1)", "ties_w2": "TIES weight (Model 2)",
         "ties_d1": "TIES density (Model 1)", "ties_d2": "TIES density (Model 2)", "lambda": "lambda",
-        "follows_density": "empty: follows the TIES density",
+        "follows_density": "0 or empty: follows the TIES density",
         "attn_schedule": "SLERP attention layer schedule, e.g. [0, 0.5, 0.3, 0.7, 1]",
         "mlp_schedule": "SLERP MLP layer schedule, e.g. [1, 0.5, 0.7, 0.3, 0]",
         "extra_method": "Extra merged column (method)", "extra_density": "Extra merge density",
@@ -199,6 +202,8 @@ TEXT: dict[str, dict[str, str]] = {
         "bench_error_cell": "{kind} ({n} times)", "col_bucket": "bucket", "progress_bench": "TurkMorfBench: item {i}/{n}",
         "bench_stopped": "TurkMorfBench stopped: {n} items measured.",
         "bench_buckets": "**Accuracy per bucket (%)**, {n} items:",
+        "sweep_best_bench": "Best {parameter} = **{value:.3f}** (TurkMorfBench accuracy {score:.1f}%); Model 1: "
+                            "{m1:.1f}%, Model 2: {m2:.1f}%",
         "bench_credit": "TurkMorfBench by eCloud Tech. (data CC BY 4.0, code Apache-2.0; PyPI `turkmorfbench` 3.8.0), "
                         "by the package's own rule: a forced choice between the gold form and distractors by "
                         "log-probability.",
@@ -245,8 +250,8 @@ REFUSALS: dict[str, dict[str, str]] = {
                              "seçin: {choices}",
         "err_sweep_extra": "tarama: extra_density ek sütuna ait; önce bir ek yöntem seçin",
         "err_ties_density_conflict": "TIES yoğunluğu {density:g}, iki modelin kendi yoğunlukları ise {d1:g} ve "
-                                     "{d2:g}: hangisi geçerli belli değil. Model başına yoğunluklardan birini boş "
-                                     "bırakın (TIES yoğunluğunu izler) ya da TIES yoğunluğunu varsayılanına "
+                                     "{d2:g}: hangisi geçerli belli değil. Model başına yoğunluklardan birini 0 "
+                                     "yapın (TIES yoğunluğunu izler) ya da TIES yoğunluğunu varsayılanına "
                                      "({default:g}) getirin",
         "err_sweep_few": "{lo:g} ile {hi:g} arasında bir tarama en az 2 nokta ister, gelen {n}",
         "err_sweep_many": "{n} noktalık bir tarama {cap} sınırını aşıyor: her nokta bir birleştirme ve bir held-out "
@@ -320,8 +325,8 @@ REFUSALS: dict[str, dict[str, str]] = {
         "err_not_sweepable": "sweep: {parameter!r} is not a parameter harman can sweep; choose one of {choices}",
         "err_sweep_extra": "sweep: extra_density belongs to the extra column; choose an extra method first",
         "err_ties_density_conflict": "the TIES density is {density:g} but the two models' own densities are {d1:g} "
-                                     "and {d2:g}: which one holds is unclear. Leave one per-model density empty (it "
-                                     "then follows the TIES density) or set the TIES density back to its default "
+                                     "and {d2:g}: which one holds is unclear. Set one per-model density to 0 (it "
+                                     "then follows the TIES density) or the TIES density back to its default "
                                      "({default:g})",
         "err_sweep_few": "a sweep from {lo:g} to {hi:g} needs at least 2 points, got n={n}",
         "err_sweep_many": "a sweep of n={n} points is over the cap of {cap}: each point is a merge plus a held-out "

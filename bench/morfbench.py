@@ -65,9 +65,15 @@ def main(argv=None) -> None:
     comparison = Comparison(model_set.load(presets.load(args.preset)))
     items = morfbench.load_items(args.items)
     seconds, rows = batched(comparison, items, args.materialise)
+    print(json.dumps({"part": "batched", "batched_s": round(seconds, 1), "right": {r.variant: r.right for r in rows}}),
+          flush=True)  # the package's five runs take a while: what is known so far
+    package = {}
     with tempfile.TemporaryDirectory(prefix="morfbench-") as tmp:
         folders = saved_columns(comparison, Path(tmp))
-        package = {c: package_run(folders[c], args.items, Path(tmp) / f"{c}.json") for c in COLUMNS}
+        for c in COLUMNS:
+            package[c] = package_run(folders[c], args.items, Path(tmp) / f"{c}.json")
+            print(json.dumps({"part": "package", "column": c, "seconds": round(package[c][0], 1),
+                              "right": package[c][1]}), flush=True)
     package_s = sum(s for s, _, _ in package.values())
     print(json.dumps({
         "bench": "morfbench", "preset": args.preset, "items": len(items), "threads": torch.get_num_threads(),

@@ -1,9 +1,9 @@
 """Blind votes under load, through the public API of a running server, and the leaderboard's cost.
 
-    python -m bench.votes [--preset default] [--sessions 20] [--rounds 5] [--new-tokens 8]
+    python -m bench.votes [--preset default | --tiny] [--sessions 20] [--rounds 5] [--new-tokens 8]
 
-1. ``python app.py`` with a fresh vote store. ``--sessions`` page sessions (one gradio_client each) play
-   ``--rounds`` rounds: each asks for a battle (the two answers decode in the shared loop), then all vote at the
+1. ``python app.py`` with a fresh vote store. ``--sessions`` page sessions (a process and a gradio_client each)
+   play ``--rounds`` rounds: each asks for a battle (the two answers decode in the shared loop), then all vote at the
    same moment (a barrier), then each tries a second vote on the same battle (refused: the same round trip with
    no write, the floor a vote's latency is held against). A vote's latency is from the call to its
    acknowledgement (the vote call only, not the battle's generation).
@@ -21,13 +21,13 @@ import csv
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -69,59 +69,94 @@ class Server:
         self.proc.wait(timeout=60)
 
 
+def tiny_preset(folder: Path) -> str:
+    """A preset YAML over tiny random GPT-2s (tests/tiny_models.py): the load test without the default's decoding
+    time, for a machine whose cores are busy."""
+    import yaml
+
+    from tests import tiny_models
+
+    tok = tiny_models.tokenizer()
+    base = tiny_models.model("gpt2", len(tok))
+    dirs = {"base": tiny_models.save(base, tok, folder / "base"),
+            "model1": tiny_models.save(tiny_models.finetune_of(base, seed=1, scale=0.05), tok, folder / "m1"),
+            "model2": tiny_models.save(tiny_models.finetune_of(base, seed=2, scale=0.05), tok, folder / "m2")}
+    path = folder / "tiny.yaml"
+    path.write_text(yaml.safe_dump({"name": "tiny", "prompt_format": "plain_qa", "device": "cpu",
+                                    "generation": {"max_new_tokens": 8, "max_new_tokens_cap": 32},
+                                    **{k: str(v) for k, v in dirs.items()}}))
+    return str(path)
+
+
 def battle_values(question: str, new_tokens: int) -> list:
     return [question, 0.5, 0.5, 0.5, 0.5, 1.0, 1.0, 0.5, 0.5, 1.0, "", "", "", 0.5, new_tokens, 0.7, 0.9, 1.0,
             True, 0]
 
 
-def play(server, sessions: int, rounds: int, new_tokens: int) -> dict:
-    """Every session's battles and votes; the acknowledged battle ids and the latencies."""
+def session(i: int, url: str, rounds: int, new_tokens: int, barrier, results) -> None:
+    """One page session in a process of its own (as a visitor's browser is): its battles and votes."""
+    from gradio_client import Client
+
     from prompts import examples
 
     questions = examples.questions()
-    clients = [server.client() for _ in range(sessions)]
-    barrier = threading.Barrier(sessions)
-    acked, acks, refusals, errors = [], [], [], []
-    lock = threading.Lock()
-
-    def run(i):
-        rng = random.Random(i)
+    client, rng, out = Client(url, verbose=False), random.Random(i), {"acked": [], "acks": [], "refusals": [],
+                                                                       "errors": []}
+    try:
         for r in range(rounds):
-            battle_id = clients[i].predict(*battle_values(questions[(i + 7 * r) % len(questions)], new_tokens),
-                                           api_name="/battle")[0]
-            barrier.wait()  # every session votes at the same moment
+            battle_id = client.predict(*battle_values(questions[(i + 7 * r) % len(questions)], new_tokens),
+                                       api_name="/battle")[0]
+            barrier.wait(timeout=600)  # every session votes at the same moment
             started = time.perf_counter()
             try:
-                clients[i].predict(battle_id, rng.choice(["A", "B", "tie", "both_bad"]), api_name="/vote")
+                client.predict(battle_id, rng.choice(["A", "B", "tie", "both_bad"]), api_name="/vote")
             except Exception as err:  # counted, not acknowledged
-                with lock:
-                    errors.append(str(err))
+                out["errors"].append(str(err))
                 continue
-            took = time.perf_counter() - started
-            with lock:
-                acked.append(battle_id)
-                acks.append(took)
+            out["acks"].append(time.perf_counter() - started)
+            out["acked"].append(battle_id)
             started = time.perf_counter()
             try:
-                clients[i].predict(battle_id, "A", api_name="/vote")
-                with lock:
-                    errors.append(f"a second vote on {battle_id} was accepted")
+                client.predict(battle_id, "A", api_name="/vote")
+                out["errors"].append(f"a second vote on {battle_id} was accepted")
             except Exception:
-                with lock:
-                    refusals.append(time.perf_counter() - started)
+                out["refusals"].append(time.perf_counter() - started)
+    except Exception as err:  # a failed battle: the other sessions stop at the barrier rather than wait for it
+        out["errors"].append(f"session {i}: {err}")
+        barrier.abort()
+    finally:
+        results.put(out)
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(sessions)]
+
+def play(server, sessions: int, rounds: int, new_tokens: int) -> dict:
+    """Every session's battles and votes, each session in a process of its own; the acknowledged battle ids and
+    the latencies."""
+    import multiprocessing
+
+    server.client()  # serving
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(sessions), ctx.Queue()
+    url = f"http://127.0.0.1:{server.port}/"
+    procs = [ctx.Process(target=session, args=(i, url, rounds, new_tokens, barrier, results))
+             for i in range(sessions)]
     started = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return {"acked": acked, "acks": acks, "refusals": refusals, "errors": errors,
-            "wall_s": time.perf_counter() - started}
+    for p in procs:
+        p.start()
+    outs = [results.get(timeout=1800) for _ in procs]
+    for p in procs:
+        p.join()
+    merged = {k: [x for o in outs for x in o[k]] for k in ("acked", "acks", "refusals", "errors")}
+    return {**merged, "wall_s": time.perf_counter() - started}
 
 
 def p95(xs: list[float]) -> float:
     return statistics.quantiles(xs, n=20)[-1] if len(xs) > 1 else (xs[0] if xs else float("nan"))
+
+
+def server_ms(log: Path) -> list[float]:
+    """The server's share of each vote (rules and commit), from the lines page/vote.py logs."""
+    return [float(line.rsplit(" in ", 1)[1].split()[0]) for line in log.read_text(errors="replace").splitlines()
+            if " committed in " in line]
 
 
 def stored_ids(server) -> list[str]:
@@ -166,6 +201,7 @@ def leaderboard_cost(n_votes: int, n_variants: int, resamples: int, folder: Path
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="default")
+    p.add_argument("--tiny", action="store_true", help="a tiny random model set instead of --preset")
     p.add_argument("--sessions", type=int, default=20)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--new-tokens", type=int, default=8)
@@ -176,6 +212,8 @@ def main(argv=None) -> int:
     summary = {}
     if not args.skip_server:
         votes, log = folder / "votes.sqlite", folder / "app.log"
+        if args.tiny:
+            args.preset = tiny_preset(folder)
         server = Server(args.preset, votes, args.new_tokens, log)
         result = play(server, args.sessions, args.rounds, args.new_tokens)
         server.kill()  # right after the last acknowledged votes
@@ -184,11 +222,13 @@ def main(argv=None) -> int:
         restarted.stop()
         acks, refusals = result["acks"], result["refusals"]
         summary["load"] = {
-            "sessions": args.sessions, "rounds": args.rounds, "acknowledged": len(result["acked"]),
+            "preset": "tiny" if args.tiny else args.preset, "sessions": args.sessions, "rounds": args.rounds,
+            "acknowledged": len(result["acked"]),
             "errors": result["errors"][:5], "stored_after_kill_9": len(stored),
             "every_ack_stored_once": sorted(stored) == sorted(result["acked"]),
             "ack_p50_ms": 1000 * statistics.median(acks), "ack_p95_ms": 1000 * p95(acks),
             "refused_p50_ms": 1000 * statistics.median(refusals), "refused_p95_ms": 1000 * p95(refusals),
+            "server_p50_ms": statistics.median(server_ms(log)), "server_p95_ms": p95(server_ms(log)),
             "wall_s": result["wall_s"]}
         print(json.dumps(summary["load"]), flush=True)
     if hasattr(os, "sched_setaffinity"):
@@ -200,6 +240,7 @@ def main(argv=None) -> int:
     ok = summary["leaderboard"]["read_and_fit_s"] <= 2.0 and (
         load is None or (load["every_ack_stored_once"] and load["ack_p95_ms"] <= 100 and not load["errors"]))
     print("summary:", json.dumps(summary), "PASS" if ok else "FAIL")
+    shutil.rmtree(folder, ignore_errors=True)
     return 0 if ok else 1
 
 

@@ -267,15 +267,16 @@ def _matmul(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, ro
     if stored:
         products = []
         for first, end, start in rows.runs:
-            w = rows.view((id(weight), "stored", start), lambda: weight[start:start + end - first])
+            w = rows.view((id(weight), "stored", start, end - first), lambda: weight[start:start + end - first])
             column = x[first:end].mT
             product = torch.bmm(w, column) if bias is None else torch.baddbmm(bias[first:end].mT, w, column)
             products.append(product.view(end - first, 1, -1))  # [n, out, 1] and [n, 1, out] share one layout
         return products[0] if len(products) == 1 else torch.cat(products)
     out = x.new_empty(x.shape[0], x.shape[1], weight.shape[-2] if transposed else weight.shape[-1])
     for first, end, start in rows.runs:
-        w = rows.view((id(weight), "run", start), lambda: weight[start:start + end - first].mT if transposed
-                      else weight[start:start + end - first])
+        # Keyed by the run's length too: two runs may start at one slice (two visitors' rows of one variant).
+        w = rows.view((id(weight), "run", start, end - first),
+                      lambda: weight[start:start + end - first].mT if transposed else weight[start:start + end - first])
         if bias is None:
             torch.bmm(x[first:end], w, out=out[first:end])
         else:

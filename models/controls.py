@@ -49,7 +49,8 @@ CONTROLS: tuple[Control, ...] = (
             valid_lo=0, merge="ties", sweep=True, sets=(("ties_density1", "follow"), ("ties_density2", "follow"))),
     Control("ties_w1", "slider", 1.0, "ties_w1", "tw1", "advanced", 0, 2, 0.05, merge="ties", sweep=True),
     Control("ties_w2", "slider", 1.0, "ties_w2", "tw2", "advanced", 0, 2, 0.05, merge="ties"),
-    # Empty (None): the model's density follows ties_density; a number box, since a slider cannot be empty.
+    # None or 0: the model's density follows ties_density (a number box: None passes Gradio's check, where a
+    # slider's does not).
     Control("ties_density1", "number", None, "ties_d1", "td1", "advanced", 0.05, 1, 0.05, lo_open=True, valid_lo=0,
             merge="ties", optional=True),
     Control("ties_density2", "number", None, "ties_d2", "td2", "advanced", 0.05, 1, 0.05, lo_open=True, valid_lo=0,
@@ -112,6 +113,12 @@ def from_values(values) -> Controls:
     for c, value in zip(CONTROLS, values):
         fields[c.name] = (value or "") if c.kind in ("text", "dropdown") else value
     return Controls(**fields)
+
+
+def follows(value) -> bool:
+    """Whether an optional control's value means "follow the control it follows": None (left out of an API call)
+    or 0, which no density can be and which the page sends for an empty number box (Gradio's box shows 0)."""
+    return value is None or value == 0
 
 
 def check_number(c: Control, value, cap: float | None = None, name: Term | None = None) -> float:

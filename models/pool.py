@@ -69,7 +69,9 @@ class SlotPool:
         wanted = list(dict.fromkeys(specs.values()))
         if len(wanted) > len(self.slots):
             raise PoolTooSmall(f"this request needs {len(wanted)} materialised merges at once but the pool has "
-                               f"{len(self.slots)} slices; raise --pool or ask for fewer sparsifying columns")
+                               f"{len(self.slots)} slices; raise --pool (if the memory plan sized it down, "
+                               f"--check says so: --dtype bfloat16 or more memory) or ask for fewer sparsifying "
+                               f"columns")
         taken, writes = self._take(wanted, on_wait, cancel)
         try:
             reports = {spec: self._fill(spec, slot, spec in writes, on_progress) for spec, slot in taken.items()}

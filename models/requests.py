@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 from merging import MergeSpec
-from models.controls import BY_NAME, Control, Controls, check_number
+from models.controls import BY_NAME, Control, Controls, check_number, follows
 from errors import Refusal, Term
 from models.generation import GenerationSettings
 from models.presets import GenerationDefaults
@@ -89,15 +89,16 @@ def merge_specs(c: Controls) -> dict[str, MergeSpec]:
 
 
 def ties_densities(c: Controls) -> tuple[float, float]:
-    """Model 1's and Model 2's TIES density: ``ties_density`` for both, unless a per-model one is given.
+    """Model 1's and Model 2's TIES density: ``ties_density`` for both, unless a per-model one is given (not None,
+    not 0: models/controls.py's ``follows``).
 
     Both per-model densities given override ``ties_density`` only while it is at its default (the page's slider
     untouched, or left out of an API call); a ``ties_density`` moved to a value that neither of them has asks for
     two different things, and is refused rather than one of them silently winning."""
     density = _value("ties_density", c.ties_density)
-    d1 = density if c.ties_density1 is None else _value("ties_density1", c.ties_density1)
-    d2 = density if c.ties_density2 is None else _value("ties_density2", c.ties_density2)
-    given = c.ties_density1 is not None and c.ties_density2 is not None
+    d1 = density if follows(c.ties_density1) else _value("ties_density1", c.ties_density1)
+    d2 = density if follows(c.ties_density2) else _value("ties_density2", c.ties_density2)
+    given = not follows(c.ties_density1) and not follows(c.ties_density2)
     if given and density != BY_NAME["ties_density"].default and density not in (d1, d2):
         raise RequestError("err_ties_density_conflict", density=density, d1=d1, d2=d2,
                            default=BY_NAME["ties_density"].default)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+from models.controls import follows
 from words import say
 from scoring import turkish
 
@@ -30,8 +31,8 @@ def column_title(name: str, preset, controls, lang: str) -> str:
         return f"**SLERP** · t = {controls.slerp_t:.2f}{schedule}"
     density = say(lang, "title_density")
     if name == "ties":  # one line: what differs between the two models only when it does
-        d1 = controls.ties_density if controls.ties_density1 is None else controls.ties_density1
-        d2 = controls.ties_density if controls.ties_density2 is None else controls.ties_density2
+        d1 = controls.ties_density if follows(controls.ties_density1) else controls.ties_density1
+        d2 = controls.ties_density if follows(controls.ties_density2) else controls.ties_density2
         parts = [f"{density} {d1:.2f}" if d1 == d2 else f"{density} {d1:.2f}/{d2:.2f}"]
         if (controls.ties_w1, controls.ties_w2) != (1.0, 1.0):
             parts.append(f"w {controls.ties_w1:.2f}/{controls.ties_w2:.2f}")
@@ -194,9 +195,10 @@ def notes(snapshot, lang: str) -> str:
     return " ".join(parts + [say(lang, "waiting") for n in snapshot.notes if n == "waiting"])
 
 
-def sweep_rows(outcome, preset, lang: str) -> tuple[list[dict], str, tuple | None]:
+def sweep_rows(outcome, preset, lang: str, best_text: str = "sweep_best") -> tuple[list[dict], str, tuple | None]:
     """The sweep's perplexity curve (the parents as flat lines, the best point as a vertical line), the note
-    under it, and the best point for apply-best (None when stopped before any point)."""
+    under it (``best_text``: "sweep_best_bench" when the curve is TurkMorfBench accuracy, under the same key),
+    and the best point for apply-best (None when stopped before any point)."""
     parameter = outcome.parameter
     swept = say(lang, f"name_{parameter}")
     curve = [{"value": v, "perplexity": p, "series": swept} for v, p in outcome.result.points]
@@ -212,7 +214,7 @@ def sweep_rows(outcome, preset, lang: str) -> tuple[list[dict], str, tuple | Non
     if scores:  # every score NaN (diverged merges and parents alike) leaves nothing to mark
         marker = say(lang, "sweep_best_marker", value=best[0])
         curve += [{"value": best[0], "perplexity": y, "series": marker} for y in (min(scores), max(scores))]
-    note = say(lang, "sweep_best", parameter=swept, value=best[0], score=best[1],
+    note = say(lang, best_text, parameter=swept, value=best[0], score=best[1],
                m1=outcome.references["model1"], m2=outcome.references["model2"])
     if outcome.result.cancelled:
         note += say(lang, "sweep_partial", n=len(outcome.result.points))
@@ -243,15 +245,15 @@ def greedy_soup_text(result, lang: str) -> str:
 
 def bench_table(result, preset, lang: str, extra_method: str = "") -> tuple[list[str], list[list]]:
     """TurkMorfBench in Scores: a row per column under its page name; accuracy over all items scored, over real
-    and nonce stems (the package's slices 'gerçek gövde' and 'uydurma gövde'), in percent; and the error type of
-    the distractor that won most often, with how often."""
+    and nonce stems (the package's slices 'gerçek gövde' and 'uydurma gövde'; a dash where no item had such a
+    stem), in percent; and the error type of the distractor that won most often, with how often."""
     rows = []
     for r in result:
         slices = r.report.get("kesit", {})
         errors = r.report.get("hata_turu", {})
         worst = max(errors.items(), key=lambda e: (e[1], e[0]), default=None)
         rows.append([column_name(r.variant, preset, lang, extra_method), round(100 * r.accuracy, 1),
-                     *(round(slices[s][2], 1) if s in slices else math.nan for s in ("gerçek gövde", "uydurma gövde")),
+                     *(round(slices[s][2], 1) if s in slices else "–" for s in ("gerçek gövde", "uydurma gövde")),
                      say(lang, "bench_error_cell", kind=worst[0], n=worst[1]) if worst else "–"])
     headers = [say(lang, k) for k in ("col_column", "col_bench_accuracy", "col_bench_real", "col_bench_nonce",
                                       "col_bench_error")]
@@ -259,10 +261,10 @@ def bench_table(result, preset, lang: str, extra_method: str = "") -> tuple[list
 
 
 def bench_note(result, asked: int, preset, lang: str, extra_method: str = "") -> str:
-    """Under the table: the accuracy per bucket of every column (a Markdown table), the items measured (and that
-    a Stop cut them short), and the data's credit."""
+    """With the table: that a Stop cut the items short, the data's credit, and the accuracy per bucket of every
+    column (a Markdown table) over the items measured."""
     scored = min((r.scored for r in result), default=0)
-    lines = [say(lang, "bench_stopped", n=scored) if scored < asked else "",
+    lines = [say(lang, "bench_stopped", n=scored) if scored < asked else "", say(lang, "bench_credit"), "",
              say(lang, "bench_buckets", n=scored), "",
              "| " + " | ".join([say(lang, "col_bucket"), *(column_name(r.variant, preset, lang, extra_method)
                                                             for r in result)]) + " |",
@@ -274,4 +276,4 @@ def bench_note(result, asked: int, preset, lang: str, extra_method: str = "") ->
             right, total, share = r.report["kesit"].get(bucket, (0, 0, math.nan))
             cells.append(f"{share:.1f} ({right}/{total})")
         lines.append(f"| {bucket[len('kova: '):]} | " + " | ".join(cells) + " |")
-    return "\n".join(lines + ["", say(lang, "bench_credit")])
+    return "\n".join(lines)

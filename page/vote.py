@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 import math
 import random
 import tempfile
@@ -28,6 +29,7 @@ from words import language, say
 from scoring.battles import Side, variant_name
 from scoring.leaderboard import CHOICES, leaderboard
 
+log = logging.getLogger("harman.vote")
 COLUMNS = ("model1", "model2", "soup", "slerp", "ties", "extra")
 BOARD_COLUMNS = ("variant", "score", "ci_low", "ci_high", "votes", "wins", "ties", "both_bad", "losses")
 JUDGING_KEY = "vote"  # a shared link's query key that opens the vote part
@@ -142,11 +144,13 @@ class VotePart:
 
     def vote(self, battle_id: str, choice: str, request: gr.Request) -> dict:
         """Record this session's vote on its battle; the reveal once the store has committed it."""
-        lang = language(request)
+        lang, started = language(request), time.perf_counter()
         try:
             battle = self.battles.vote(battle_id, session_of(request), choice)
         except ValueError as err:
             raise self.refused(err, lang) from None
+        # bench.votes reads this line: the server's share of a vote's latency, rules and commit.
+        log.info("vote on %s committed in %.1f ms", battle.id, 1000 * (time.perf_counter() - started))
         return {self.reveal: self.reveal_text(battle, lang), self.status: say(lang, "vote_thanks")}
 
     def vote_for(self, choice: str):

@@ -25,6 +25,7 @@ from transformers import DynamicCache
 from models.batched import Mix, Recipe, Rows, batched_model, selected_rows
 from errors import Refusal
 from models.requests import RequestError, merge_specs
+from scoring.perplexity import Cancelled
 
 NAME, CHOICE = "TurkMorfBench", "turkmorfbench"  # as Scores offers it next to the held-out sets, and its value
 PROMPT = "Kelime: %s\nÇekimli biçim: "  # the package's ISTEM % (stem, "")
@@ -127,7 +128,10 @@ def score_items(bank, recipes: Sequence[Recipe], tokenizer, items: Sequence[dict
         recipes = [Mix({n: ((r, 1.0),) for n in names}) for r in recipes]
     encoded = [encode(tokenizer, item) for item in items]
     if items_per_forward is None:
-        most = max((len(e.tails) * max(len(t) for t in e.tails) for e in encoded), default=1)
+        # The most logits one item keeps in one column: a position per candidate per scored tail token (a row's
+        # count padded to the widest), and the prefix's.
+        most = max((len(e.tails) * max(len(e.tail_scored(k)) for k in range(len(e.tails))) + len(e.prefix)
+                    - min(e.starts) + 1 for e in encoded), default=1)
         items_per_forward = max(1, min(32, LOGIT_BUDGET // (len(recipes) * most * model.config.vocab_size)))
     results: list[dict[str, Choice]] = [{} for _ in recipes]
     for start in range(0, len(encoded), items_per_forward):
@@ -275,3 +279,18 @@ def bench_variants(comparison, items: Sequence[dict], variants: list[str], contr
         choices = score_items(bank, recipes, comparison.model_set.tokenizer, items, cancel, step)
     return [BenchRow(v, sum(c.correct for c in found.values()), len(found), report(items, found))
             for v, found in zip(variants, choices)]
+
+
+def accuracy_measure(comparison, items: Sequence[dict], cancel: threading.Event | None = None):
+    """A sweep's ``measure(held, column)`` (scoring/variants.py: sweep_parameter): the column's TurkMorfBench
+    accuracy in percent over all the items; raises Cancelled when stopped before the last item."""
+    bank, tokenizer = comparison.model_set.bank, comparison.model_set.tokenizer
+
+    def measure(held, column: str) -> float:
+        recipe = held.recipes[column] if column in held.recipes else bank.index(column)
+        found = score_items(bank, [recipe], tokenizer, items, cancel)[0]
+        if len(found) < len(items):
+            raise Cancelled()
+        return 100 * sum(c.correct for c in found.values()) / len(items)
+
+    return measure

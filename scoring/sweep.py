@@ -34,8 +34,10 @@ def sweep(
     evaluate: Callable[[], float | None],
     cancel: threading.Event | None = None,
     progress: Callable[[int, int], None] | None = None,
+    higher: bool = False,
 ) -> SweepResult:
-    """apply(value) then evaluate() for each value; progress(done, total) after each point.
+    """apply(value) then evaluate() for each value; progress(done, total) after each point. The best point has the
+    lowest score, or with ``higher`` the highest (an accuracy).
 
     A set cancel event stops the sweep before the next point, and an evaluate() that
     returns None (stopped inside a point) stops it there; the points done so far come
@@ -46,19 +48,19 @@ def sweep(
     points: list[tuple[float, float]] = []
     for value in values:
         if cancel is not None and cancel.is_set():
-            return SweepResult(points, _best(points), cancelled=True)
+            return SweepResult(points, _best(points, higher), cancelled=True)
         apply(value)
         score = evaluate()
         if score is None:
-            return SweepResult(points, _best(points), cancelled=True)
+            return SweepResult(points, _best(points, higher), cancelled=True)
         points.append((value, score))
         if progress is not None:
             progress(len(points), len(values))
-    return SweepResult(points, _best(points))
+    return SweepResult(points, _best(points, higher))
 
 
-def _best(points: list[tuple[float, float]]) -> tuple[float, float] | None:
-    return min(points, key=lambda p: _rank(p[1]), default=None)
+def _best(points: list[tuple[float, float]], higher: bool = False) -> tuple[float, float] | None:
+    return min(points, key=lambda p: _rank(-p[1] if higher else p[1]), default=None)
 
 
 def _rank(score: float) -> tuple[bool, float]:

@@ -142,9 +142,12 @@ def answers_turkish(comparison: Comparison, held, column: str, heldout: HeldoutS
 
 def sweep_parameter(comparison: Comparison, heldout: HeldoutSet, controls: Controls, parameter: str, points: int,
                     cap: int, cancel: threading.Event | None = None,
-                    progress: Callable[[float, tuple[str, dict]], None] | None = None, turkish: bool = False) -> SweepOutcome:
+                    progress: Callable[[float, tuple[str, dict]], None] | None = None, turkish: bool = False,
+                    measure: Callable[[object, str], float] | None = None, higher: bool = False) -> SweepOutcome:
     """Re-merge one column at evenly spaced values of one parameter and score each by held-out perplexity; with
-    ``turkish``, also the Turkish check of the column's greedy answers (answers_turkish) at every point."""
+    ``turkish``, also the Turkish check of the column's greedy answers (answers_turkish) at every point. Given
+    ``measure(held, column)`` (raising Cancelled when stopped), each point is scored by it instead, the best the
+    highest with ``higher`` (TurkMorfBench accuracy: scoring/morfbench.py)."""
     if parameter not in SWEEPABLE:
         raise RequestError("err_not_sweepable", parameter=parameter, choices=", ".join(SWEEPABLE))
     variant, lo, hi = SWEEPABLE[parameter]
@@ -154,12 +157,13 @@ def sweep_parameter(comparison: Comparison, heldout: HeldoutSet, controls: Contr
         values = linspace_points(lo, hi, points, cap)
     except Refusal as err:
         raise RequestError(err.key, **err.values) from None
-    prompts = prompt_texts(comparison, heldout)
+    if measure is None:
+        prompts = prompt_texts(comparison, heldout)
+        measure = lambda held, column: heldout_perplexity(comparison, held, column, heldout, prompts, cancel)  # noqa: E731
     figures: list[tuple[float, float, float]] = []
     with comparison.holding({}) as parents:
         try:
-            references = {v: heldout_perplexity(comparison, parents, v, heldout, prompts, cancel)
-                          for v in ("model1", "model2")}
+            references = {v: measure(parents, v) for v in ("model1", "model2")}
         except Cancelled:  # stopped before the first point
             return SweepOutcome(parameter, SweepResult([], None, cancelled=True),
                                 {"model1": float("nan"), "model2": float("nan")})
@@ -174,7 +178,7 @@ def sweep_parameter(comparison: Comparison, heldout: HeldoutSet, controls: Contr
     def evaluate() -> float | None:
         with comparison.holding({variant: current["spec"]}, materialise=True) as held:
             try:
-                score = heldout_perplexity(comparison, held, variant, heldout, prompts, cancel)
+                score = measure(held, variant)
                 if turkish:
                     figures.append((current["value"], *answers_turkish(comparison, held, variant, heldout, cancel)))
             except Cancelled:
@@ -186,7 +190,7 @@ def sweep_parameter(comparison: Comparison, heldout: HeldoutSet, controls: Contr
     def step(done: int, total: int) -> None:
         _report(progress, done / total, "progress_point", parameter=parameter, i=done, n=total)
 
-    result = sweep(values, apply, evaluate, cancel=cancel, progress=step)
+    result = sweep(values, apply, evaluate, cancel=cancel, progress=step, higher=higher)
     figures[:] = figures[:len(result.points)]
     return SweepOutcome(parameter, result, references, figures, parent_turkish)
 

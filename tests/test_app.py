@@ -233,6 +233,27 @@ def measured(tmp_path_factory):
     page.close()
 
 
+def test_score_endpoint_measures_turkmorfbench_for_every_column(measured):
+    client, _, _ = measured
+    controls = list({**DEFAULTS, "max_new_tokens": 6}.values())
+    table, _, note = client.predict("turkmorfbench", 6, *controls, api_name="/score")
+    table = table["value"]
+    assert [r[0] for r in table["data"]][2:] == ["Soup", "SLERP", "TIES"]
+    assert table["headers"][:2] == ["Sütun", "TurkMorfBench doğruluğu (%)"]
+    # Six items: every accuracy is a whole number of them, and the note breaks it down per bucket.
+    assert all(r[1] in [round(100 * k / 6, 1) for k in range(7)] for r in table["data"])
+    assert "Kovaya göre doğruluk" in note and "6 madde" in note and "eCloud Tech." in note
+    with pytest.raises(Exception):  # past the slider's top (the item cap): Gradio refuses it before the handler
+        client.predict("turkmorfbench", 1837, *controls, api_name="/score")
+    # A sweep may use the accuracy as its curve: the best point is the highest.
+    curve, note, *_ = client.predict("turkmorfbench", 6, "slerp_t", 3, True, *controls, api_name="/sweep")
+    points = [r for r in curve["value"]["data"] if r[2] == "SLERP t"]
+    assert [r[0] for r in points] == [0.0, 0.5, 1.0]
+    assert all(r[1] in [100 * k / 6 for k in range(7)] for r in points)
+    best = max(points, key=lambda r: r[1])
+    assert f"SLERP t = **{best[0]:.3f}** (TurkMorfBench doğruluğu %{best[1]:.1f})" in note
+
+
 def test_score_sweep_export_and_save_endpoints(measured):
     client, heldout, root = measured
     controls = list({**DEFAULTS, "max_new_tokens": 6}.values())

@@ -24,6 +24,7 @@ SELECTIONS = [
     ("model1", "slerp"),  # not consecutive
     ("ties", "base", "soup"),  # out of bank order
     ("slerp",),
+    ("model2", "soup", "model2"),  # two runs from one slice, of two rows and of one (two visitors' battles)
 ]
 
 

@@ -274,4 +274,27 @@ def test_a_blind_vote_in_each_language_reveals_the_names_and_fills_the_leaderboa
     page.locator("#vote").scroll_into_view_if_needed()
     page.locator("#vote").screenshot(path=str(ARTIFACTS / f"browser-vote-{lang}.png"))
     page.locator("#vote").screenshot(path=f"/tmp/harman-vote-{lang}.png")
+
+
+def test_a_turkmorfbench_score_on_a_turkish_page(server, browser):
+    context = browser.new_context(locale="tr-TR", viewport={"width": 1600, "height": 1400})
+    page = context.new_page()
+    page.goto(server)
+    page.locator("#keep").get_by_text("Ölç ve sakla").first.click()
+    page.locator("#heldout input").click()
+    page.get_by_role("option", name="TurkMorfBench").click()
+    wait_until(lambda: page.locator("#rows input[type=range]").get_attribute("max") == "1836", 30,
+               "the rows slider up to the item cap")
+    set_slider(page, "rows", 8)
+    page.locator("#score").click()
+    wait_until(lambda: "TurkMorfBench doğruluğu" in page.locator("#score_table").inner_text(), 300,
+               "the TurkMorfBench table")
+    table = page.locator("#score_table").inner_text()
+    for name in ("Soup", "SLERP", "TIES", "gerçek gövde", "uydurma gövde", "en sık kazanan çeldirici"):
+        assert name in table, name
+    note = page.locator("#score_note").inner_text()
+    assert "Kovaya göre doğruluk" in note and "8 madde" in note and "eCloud Tech." in note
+    assert_in_language(page, "tr")
+    page.locator("#score_note").scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "browser-turkmorfbench.png"), full_page=True)
     context.close()

@@ -54,7 +54,8 @@ def test_the_seed_set_fills_the_grid_in_each_language(server, browser, lang, loc
     assert "= Soup" in marks, marks
     assert_in_language(page, lang)
     page.locator("#set-grid").scroll_into_view_if_needed()
-    page.screenshot(path=str(ARTIFACTS / f"question-set-{lang}.png"))
+    page.screenshot(path=str(ARTIFACTS / f"question-set-{lang}.png"))  # the window, as a visitor sees it
+    page.locator("#set-grid").screenshot(path=str(ARTIFACTS / f"question-set-grid-{lang}.png"))  # the README's
     context.close()
 
 

@@ -81,6 +81,9 @@ def test_the_ties_density_alone_governs_both_models_unless_per_model_ones_are_gi
     assert Controls(question="q").ties_density1 is None  # the per-model densities follow unless given
     assert ties_densities_of(ties_density=0.35) == [0.35, 0.35]
     assert ties_densities_of(ties_density=0.35, ties_density2=0.8) == [0.35, 0.8]
+    # 0, which no density can be, follows too: the page's number box sends it when left alone.
+    assert ties_densities_of(ties_density=0.35, ties_density1=0, ties_density2=0.0) == [0.35, 0.35]
+    assert ties_densities_of(ties_density=0.35, ties_density1=0, ties_density2=0.8) == [0.35, 0.8]
     assert ties_densities_of(ties_density1=0.2, ties_density2=0.8) == [0.2, 0.8]  # the density at its default
     assert ties_densities_of(ties_density=0.2, ties_density1=0.2, ties_density2=0.8) == [0.2, 0.8]
 
@@ -90,8 +93,8 @@ def test_a_ties_density_that_neither_per_model_density_has_is_refused_in_both_la
         merge_specs(Controls(question="q", ties_density=0.35, ties_density1=0.2, ties_density2=0.8))
     assert refused.value.text("en") == (
         "the TIES density is 0.35 but the two models' own densities are 0.2 and 0.8: which one holds is unclear. "
-        "Leave one per-model density empty (it then follows the TIES density) or set the TIES density back to its "
-        "default (0.5)")
+        "Set one per-model density to 0 (it then follows the TIES density) or the TIES density back to its default "
+        "(0.5)")
     assert refused.value.text("tr").startswith("TIES yoğunluğu 0.35, iki modelin kendi yoğunlukları ise 0.2 ve 0.8")
 
 

@@ -70,6 +70,12 @@ def test_nan_score_never_wins():
     assert result.best == (1.0, 2.0)
 
 
+def test_an_accuracy_sweep_picks_the_highest_and_nan_still_never_wins():
+    scores = iter([float("nan"), 40.0, 55.0, 50.0])
+    result = sweep([0.0, 0.25, 0.5, 1.0], lambda value: None, lambda: next(scores), higher=True)
+    assert result.best == (0.5, 55.0)
+
+
 def bowl_score(params, target):
     """Held-out score of a soup of 1-D "models": squared distance of the averaged parameter to target."""
 

@@ -100,3 +100,17 @@ def test_the_battle_endpoint_takes_the_compare_endpoints_parameters(served):
     assert battle_params == [p["parameter_name"] for p in api["/compare"]["parameters"]]
     assert [p["parameter_name"] for p in api["/vote"]["parameters"]] == ["battle_id", "choice"]
     assert {"/leaderboard", "/votes_export"} <= set(api)
+
+
+def test_a_visitor_over_the_owners_votes_a_minute_is_refused(served):
+    url, _, store = served
+    client = Client(url, verbose=False, headers={"Accept-Language": "en-US"})  # a session of its own
+    before = store.count()
+    for i in range(5):  # the fixture's owner allows 5 a minute
+        battle_id, _, _ = battle(client, question=f"Soru {i}?")
+        client.predict(battle_id, "tie", api_name="/vote")
+    battle_id, _, _ = battle(client, question="Bir soru daha?")
+    with pytest.raises(Exception, match="at most 5 votes a minute"):
+        client.predict(battle_id, "tie", api_name="/vote")
+    assert store.count() == before + 5
+    client.close()
