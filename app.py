@@ -108,9 +108,9 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits(), prese
     from models.requests import EXTRA_METHODS, RequestError, check_question, generation_settings, merge_specs
     from page import links, question_set, views
     from prompts import examples as examples_module
-    from models.errors import Refusal
+    from errors import Refusal
     from page.tasks import Loading, Visitors, background
-    from page.text import TEXT, language, say
+    from words import TEXT, language, say
     from scoring import morfbench
     from scoring import variants as scoring
     from scoring.heldout import HeldoutError, load_heldout

@@ -23,7 +23,7 @@ from merging import checks
 from merging.apply import MergeReport, resolve, summarize
 from merging.interpolation import nuslerp_coefficients, nuslerp_t, slerp_angle, spherical
 from merging.methods import METHODS
-from merging.model_stock import _ratio
+from merging.model_stock import stock_ratio
 from merging.parents import ParentStats, parent_stats, squared_distances
 from merging.schedule import layer_position
 from merging.spec import MergeSpec
@@ -128,7 +128,7 @@ def _task_arithmetic(name, p, figures, stats):
 
 
 def _model_stock(name, p, figures, stats):
-    ratio = _ratio(figures(name, True), 2)
+    ratio = stock_ratio(figures(name, True), 2)
     stats["ratio"] = ratio
     return 1 - ratio, ratio / 2, ratio / 2
 

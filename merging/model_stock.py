@@ -28,7 +28,7 @@ def prepare(name, base, tensors, out, *, filter_wise=False):
             out.copy_(ratio * average + (1 - ratio) * base.float())
             ratio = ratio.mean().item()
         else:
-            ratio = _ratio(parent_stats(tensors, origin=base), len(tensors))
+            ratio = stock_ratio(parent_stats(tensors, origin=base), len(tensors))
             task_vector_sum_into(out, base, tensors, [ratio / len(tensors)] * len(tensors))
         if stats is not None:
             stats["ratio"] = ratio
@@ -36,7 +36,7 @@ def prepare(name, base, tensors, out, *, filter_wise=False):
     return out, run
 
 
-def _ratio(measured: ParentStats, count: int) -> float:
+def stock_ratio(measured: ParentStats, count: int) -> float:
     """t = N cos / (1 + (N - 1) cos), cos the mean angle between the task vectors;
     0 (keep the base) where that is singular, as in mergekit."""
     cosines = [
@@ -50,7 +50,7 @@ def _ratio(measured: ParentStats, count: int) -> float:
 
 
 def _row_ratios(base: torch.Tensor, tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-    """`_ratio` per row (filter-wise), with whole-tensor temporaries."""
+    """`stock_ratio` per row (filter-wise), with whole-tensor temporaries."""
     origin = base.float()
     origin = origin.unsqueeze(0) if origin.dim() == 1 else origin
     offsets = [t.float().reshape(origin.shape) - origin for t in tensors]

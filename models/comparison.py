@@ -31,7 +31,7 @@ from prompts import formats
 log = logging.getLogger(__name__)
 
 UPDATES_PER_SECOND = 10
-WAITING_NOTE = "waiting"  # a note code: page/text.py says it in the visitor's language
+WAITING_NOTE = "waiting"  # a note code: words.py says it in the visitor's language
 ANSWER_CACHE_SIZE = 256
 
 

@@ -11,7 +11,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from models.errors import Refusal, Term
+from errors import Refusal, Term
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,7 @@ class Control:
     name: str  # the Controls field and the API parameter
     kind: str  # "text" | "slider" | "number" | "checkbox" | "dropdown"
     default: object
-    label: str  # key of the page text (page/text.py)
+    label: str  # key of the page text (words.py)
     link: str  # query key of a shared link
     group: str  # where the page shows it: "question" | "main" | "advanced" | "generation"
     lo: float | None = None  # slider range; the server accepts [lo, hi], or (lo, hi] with lo_open
@@ -123,7 +123,7 @@ def follows(value) -> bool:
 
 def check_number(c: Control, value, cap: float | None = None, name: Term | None = None) -> float:
     """A slider or number value as the server accepts it; raises a Refusal naming the control (``name``, by
-    default the control's own: page/text.py's ``name_<control>``) and the range."""
+    default the control's own: words.py's ``name_<control>``) and the range."""
     lo, hi = c.bounds(cap)
     name = name or Term(f"name_{c.name}")
     try:

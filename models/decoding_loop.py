@@ -19,46 +19,38 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache
 
 from models.bank import WeightBank
 from models.batched import Recipe, Rows, batched_model, selected_rows
-from models.generation import GenerationResult, GenerationSettings, Streamer, _choose, _finish, _Row, _Run, \
-    _stop_reason
+from models.decoding import GenerationResult, Job, Row, advance, choose
 from models.threads import parallel
+
+__all__ = ["DecodingLoop", "Job"]
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class Job:
-    """One request's rows: every column answers the same prompt with the same settings."""
-    columns: Mapping[str, Recipe]  # column -> bank slice or Mix
-    prompt_ids: list[int]
-    settings: GenerationSettings
-    streamers: Mapping[str, Streamer]
-    stop_event: threading.Event = field(default_factory=threading.Event)
-    tokenizer: object = None
-    on_error: Callable[[BaseException], None] = lambda err: None
-    results: dict[str, GenerationResult] = field(default_factory=dict)
-    done: threading.Event = field(default_factory=threading.Event)
-    error: BaseException | None = None
-
-
-@dataclass
 class _Member:
     """A row of the running batch."""
-    job: Job
-    run: _Run
-    row: _Row
+    row: Row
     recipe: Recipe
     seen: torch.Tensor  # prompt and answer so far, for the repetition penalty
     position: int  # the position of the row's next input token
     last: int  # the row's last token, the next input
+
+    @property
+    def job(self) -> Job:
+        return self.row.job
+
+    def took(self, token: int) -> None:
+        """The row took ``token`` (Row.take): it is the next input, and seen from now on."""
+        self.seen = torch.cat([self.seen, self.seen.new_tensor([token])])
+        self.last = token
 
 
 class DecodingLoop:
@@ -126,13 +118,12 @@ class DecodingLoop:
     def _admit(self, job: Job) -> None:
         """Prefill a new job's rows on their own, choose their first tokens, and join them to the batch."""
         try:
-            started = time.perf_counter()
+            job.started = time.perf_counter()
             device = self.bank.device
-            run = _Run(job.prompt_ids, job.settings, job.streamers, job.stop_event, job.tokenizer, device, started)
             columns = list(job.columns)
             if job.stop_event.is_set():
                 for column in columns:
-                    job.results[column] = _finish(_Row(column, torch.Generator(device=device)), "stopped", run)
+                    Row(column, job, torch.Generator(device=device)).finish("stopped")
                 job.done.set()
                 return
             recipes = [job.columns[c] for c in columns]
@@ -143,18 +134,19 @@ class DecodingLoop:
                     torch.inference_mode():
                 logits = self.model(input_ids=ids, past_key_values=cache, use_cache=True,
                                     logits_to_keep=1).logits[:, -1].float()
-            rows = [_Row(c, torch.Generator(device=device).manual_seed(job.settings.seed)) for c in columns]
-            tokens = _choose(logits, ids, job.settings, [r.generator for r in rows]).tolist()
+            rows = [Row.seeded(c, job, device) for c in columns]
+            tokens = choose(logits, ids, job.settings, [r.generator for r in rows]).tolist()
         except BaseException as err:  # this request's own failure (a bad prompt, memory): only its rows end
             self._fail(job, err)
             return
         mask = torch.ones(len(columns), len(job.prompt_ids), dtype=torch.long, device=device)
         self._cache, self._mask = _join(self._cache, self._mask, cache, mask)
-        now = time.perf_counter() - started
-        for column, row, recipe, token in zip(columns, rows, recipes, tokens):
-            member = _Member(job, run, row, recipe, ids[0], len(job.prompt_ids), token)
+        now = time.perf_counter() - job.started
+        for row, recipe, token in zip(rows, recipes, tokens):
+            member = _Member(row, recipe, ids[0], len(job.prompt_ids), token)
             self._members.append(member)
-            self._emit(member, token, now)
+            row.take(token, now)
+            member.took(token)
         self._rows = None
 
     def _step(self) -> None:
@@ -175,32 +167,18 @@ class DecodingLoop:
         for i, m in enumerate(members):
             by_job.setdefault(id(m.job), []).append(i)
         for indices in by_job.values():
-            job = members[indices[0]].job
-            seen = torch.stack([members[i].seen for i in indices])
-            chosen = _choose(logits[indices], seen, job.settings, [members[i].row.generator for i in indices])
-            now = time.perf_counter() - members[indices[0]].run.started
-            for i, token in zip(indices, chosen.tolist()):
-                members[i].position += 1
-                self._emit(members[i], token, now)
-
-    def _emit(self, member: _Member, token: int, now: float) -> None:
-        row, run = member.row, member.run
-        row.token_ids.append(token)
-        row.first_token_at = now if row.first_token_at is None else row.first_token_at
-        member.seen = torch.cat([member.seen, member.seen.new_tensor([token])])
-        member.last = token
-        if row.variant in run.streamers:
-            run.streamers[row.variant].put([token])
-        reason = _stop_reason(row.token_ids, run.settings, run.tokenizer)
-        if reason is not None:
-            member.job.results[row.variant] = _finish(row, reason, run)
+            group = [members[i] for i in indices]
+            advance([m.row for m in group], logits[indices], torch.stack([m.seen for m in group]))
+            for member in group:
+                member.position += 1
+                member.took(member.row.token_ids[-1])
 
     def _drop_finished(self) -> None:
         """Rows that finished or were stopped leave the batch; a job whose rows are all done is done."""
         keep = []
         for i, m in enumerate(self._members):
             if m.row.variant not in m.job.results and m.job.stop_event.is_set():
-                m.job.results[m.row.variant] = _finish(m.row, "stopped", m.run)
+                m.row.finish("stopped")
             if m.row.variant not in m.job.results:
                 keep.append(i)
         if len(keep) == len(self._members):

@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.errors import SourceError
+from errors import SourceError
 
 log = logging.getLogger(__name__)
 

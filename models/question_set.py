@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from merging.coefficients import merge_free
 from models.comparison import WAITING_NOTE, Column, Comparison
 from models.decoding_loop import Job
-from models.errors import Refusal
+from errors import Refusal
 from models.generation import GenerationSettings, QueueStreamer
 from models.model_set import PARENTS
 from models.pool import StoppedWaiting

@@ -10,7 +10,7 @@ import json
 
 from merging import MergeSpec
 from models.controls import BY_NAME, Control, Controls, check_number, follows
-from models.errors import Refusal, Term
+from errors import Refusal, Term
 from models.generation import GenerationSettings
 from models.presets import GenerationDefaults
 

@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 
 from merging import to_mergekit_yaml
 from models import sources
-from models.errors import Refusal
+from errors import Refusal
 
 
 class SaveError(Refusal):

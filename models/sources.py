@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from models import gguf_cache
-from models.errors import SourceError
+from errors import SourceError
 
 log = logging.getLogger(__name__)
 

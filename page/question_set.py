@@ -15,7 +15,7 @@ from pathlib import Path
 from models import question_set as sets
 from models import controls as table
 from page import links, views
-from page.text import language, say
+from words import language, say
 
 GRID_STYLE = ("border-collapse:collapse;width:100%;table-layout:fixed;font-size:0.9em")
 CELL_STYLE = "border:1px solid #d0d0d8;padding:6px;vertical-align:top;white-space:pre-wrap;word-wrap:break-word"
@@ -236,7 +236,7 @@ def list_handlers(part: QuestionSetPart, limits, refused):
     """The handlers that fill the list of questions: an example question, or the first N of a held-out set."""
     import gradio as gr
 
-    from models.errors import Refusal
+    from errors import Refusal
     from scoring.heldout import HeldoutError, load_heldout
 
     def add_example(example, questions):

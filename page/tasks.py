@@ -10,7 +10,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from models.errors import Refusal
+from errors import Refusal
 from models.threads import parallel
 
 

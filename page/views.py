@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 from models.controls import follows
-from page.text import say
+from words import say
 from scoring import turkish
 
 METHOD_NAMES = {"soup": "Soup", "slerp": "SLERP", "ties": "TIES"}

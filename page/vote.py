@@ -25,7 +25,7 @@ from models.comparison import Request
 from models.controls import from_values
 from models.requests import RequestError, check_question, generation_settings, merge_specs
 from page import views
-from page.text import language, say
+from words import language, say
 from scoring.battles import Side, variant_name
 from scoring.leaderboard import CHOICES, leaderboard
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from models.errors import Refusal
+from errors import Refusal
 
 FORMATS = ("chat_template", "turkish_gpt2_instruct", "plain_qa")
 # ``auto``, for sources given on the command line: the chat template when the tokenizer has one, otherwise the

@@ -16,7 +16,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from models.errors import Refusal
+from errors import Refusal
 from scoring.leaderboard import CHOICES
 
 RATE_WINDOW_S = 60.0

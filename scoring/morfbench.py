@@ -23,7 +23,7 @@ import torch
 from transformers import DynamicCache
 
 from models.batched import Mix, Recipe, Rows, batched_model, selected_rows
-from models.errors import Refusal
+from errors import Refusal
 from models.requests import RequestError, merge_specs
 from scoring.perplexity import Cancelled
 

@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from models.errors import Refusal
+from errors import Refusal
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import Callable
 from models.comparison import Comparison
 from models.generation import greedy_settings
 from models.controls import SWEEPABLE, Controls, controls_at
-from models.errors import Refusal
+from errors import Refusal
 from models.requests import RequestError, merge_specs
 from prompts import formats
 from scoring.heldout import HeldoutSet
@@ -214,7 +214,7 @@ def greedy_soup_of(comparison: Comparison, heldout: HeldoutSet, controls: Contro
 
 
 def _report(progress, fraction: float, key: str, **values) -> None:
-    """Progress as a fraction and what is being done: a page.text key and its values, which the page says in
+    """Progress as a fraction and what is being done: a words.py key and its values, which the page says in
     the visitor's language (page/views.py: progress_text)."""
     if progress is not None:
         progress(fraction, (key, values))

@@ -29,7 +29,7 @@ import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
-from models.errors import Refusal
+from errors import Refusal
 from scoring.leaderboard import Vote
 
 SCHEMA_VERSION = 1

@@ -78,7 +78,7 @@ def set_slider(page, elem_id: str, value: float, leave: bool = True):
 def foreign_fragments(lang: str) -> list[str]:
     """Pieces of the other language's page text that never occur in this language's: none may be on the page."""
     from models import presets
-    from page.text import TEXT
+    from words import TEXT
 
     other = "en" if lang == "tr" else "tr"
     preset = presets.load("default", environ={})

@@ -17,7 +17,7 @@ import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from models import gguf_cache
-from models.errors import SourceError
+from errors import SourceError
 from models.gguf_cache import GGUFSourceError, checkpoint_dir, locate
 from tests import tiny_models
 

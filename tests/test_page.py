@@ -11,7 +11,7 @@ import pytest
 from models import controls as table
 from models.controls import CONTROLS, Control
 from page import links, tasks
-from page.text import TEXT, language, say
+from words import TEXT, language, say
 
 
 def fields(text: str) -> set[str]:
@@ -26,7 +26,7 @@ def test_both_languages_have_every_entry_with_the_same_blanks():
 
 
 def test_every_refusal_the_code_raises_has_words_in_both_languages():
-    """A refusal names a key of page/text.py; one without an entry would reach the visitor as a KeyError."""
+    """A refusal names a key of words.py; one without an entry would reach the visitor as a KeyError."""
     import re
     from pathlib import Path
 
@@ -40,7 +40,7 @@ def test_every_refusal_the_code_raises_has_words_in_both_languages():
 
 
 def test_a_refusal_speaks_the_visitors_language():
-    from models.errors import Refusal, Term
+    from errors import Refusal, Term
 
     refusal = Refusal("err_range", name=Term("name_slerp_t"), x=1.5, lo=0.0, hi=1.0, bracket="[")
     assert refusal.text("tr") == "SLERP t: 1.5 izin verilen [0, 1] aralığının dışında"

@@ -15,7 +15,7 @@ from models import model_set, presets
 from models import question_set as sets
 from models.comparison import Column, Comparison, Request
 from models.controls import CONTROLS, Controls
-from models.errors import Refusal
+from errors import Refusal
 from models.requests import generation_settings, merge_specs
 from tests import tiny_models
 

@@ -10,7 +10,7 @@ from turkmorfbench import olcum, rapor, veri
 from models import model_set, presets, saving
 from models.comparison import Comparison
 from models.controls import Controls
-from models.errors import Refusal
+from errors import Refusal
 from models.requests import merge_specs
 from page import views
 from scoring import morfbench

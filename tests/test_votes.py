@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from models.controls import Controls
-from models.errors import Refusal
+from errors import Refusal
 from scoring import votes as votes_module
 from scoring.battles import Battles, Side, variant_name
 from scoring.votes import EXPORT_COLUMNS, SCHEMA_VERSION, Mirror, VoteStore, hub_mirror

@@ -211,7 +211,7 @@ TEXT: dict[str, dict[str, str]] = {
 }
 
 
-# Why a request was refused (models/errors.py: Refusal), and the controls' names as those messages use them.
+# Why a request was refused (errors.py: Refusal), and the controls' names as those messages use them.
 REFUSALS: dict[str, dict[str, str]] = {
     "tr": {
         "name_soup_w1": "soup w1", "name_soup_w2": "soup w2", "name_slerp_t": "SLERP t",

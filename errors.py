@@ -2,13 +2,15 @@
 
 ``SourceError``: a model source that cannot be loaded (folders, Hub ids, GGUF packages, adapters), the one type
 the app and ``--check`` report to the owner. ``Refusal``: a request the server refuses, told to the visitor in
-their language: it carries a key of page/text.py's messages and the values that fill it, so the page says it in
+their language: it carries a key of words.py's messages and the values that fill it, so the page says it in
 Turkish or English and ``str()`` (logs, the API) in English.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from words import say
 
 
 class SourceError(OSError):
@@ -17,7 +19,7 @@ class SourceError(OSError):
 
 @dataclass(frozen=True)
 class Term:
-    """A value of a refusal that is itself text to translate: a control's name (``key`` in page/text.py), with an
+    """A value of a refusal that is itself text to translate: a control's name (``key`` in words.py), with an
     untranslated ``suffix`` such as a schedule anchor's ``[2]``."""
     key: str
     suffix: str = ""
@@ -31,8 +33,6 @@ class Refusal(ValueError):
         self.key, self.values = key, values
 
     def text(self, lang: str) -> str:
-        from page.text import say  # the words live with the page's other text; no Gradio there
-
         filled = {k: say(lang, v.key) + v.suffix if isinstance(v, Term) else v for k, v in self.values.items()}
         return say(lang, self.key, **filled)
 
