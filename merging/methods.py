@@ -3,7 +3,7 @@
 A record gives the method's tensor function and its parameters with mergekit's defaults (read off the function's
 signature, so they are written down once), its family and how it prepares one tensor, which take a base model and
 how many models they merge, whether it is a weighted sum of its inputs (merge-free: merging/coefficients.py reads
-its rule) or materialised, the inputs it reads as the page's extra column, its name on the page, and how the
+its rule) or materialised, the page's inputs it reads, its name on the page, and how the
 mergekit export writes it. The merge engine (merging/apply.py, task_vectors.py, coefficients.py, export.py),
 request validation (models/requests.py) and the column titles (page/views.py) read these records: adding a method
 is one record here and its math.
@@ -22,9 +22,9 @@ PER_MODEL = frozenset({"weight", "density", "gamma", "epsilon"})
 _YAML_NAMES = {"lambda_": "lambda"}
 _PYTHON_NAMES = {yaml: python for python, yaml in _YAML_NAMES.items()}
 FAMILIES = ("interpolation", "task_vectors", "model_stock")
-# What the extra column can set (models/requests.py maps them to the page's controls); "epsilon" follows from
-# the density there, the page having no epsilon control.
-EXTRA_INPUTS = ("weight", "density", "epsilon", "lambda", "seed")
+# The inputs a column of the page sets (models/requests.py maps them to the page's controls); "epsilon" follows
+# from the density there, the page having no epsilon control.
+PAGE_INPUTS = ("weight", "t", "density", "epsilon", "lambda", "seed")
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class Method:
     free_flag: str | None = None  # a flag that, moved off its default (or scheduled), changes merge-freeness
     display: str = ""  # its name on the page (a column's title); "" for its mergekit name
     menu: int | None = None  # its place in the extra column's choices; None: not offered there
-    reads: tuple[str, ...] = ()  # the extra column's inputs it reads (EXTRA_INPUTS)
+    reads: tuple[str, ...] = ()  # the page's inputs it reads (PAGE_INPUTS), as the extra column for those offered
     first_is_base: bool = False  # mergekit-yaml calls Model 1 its base model (SLERP's t = 0 end)
 
     @property
@@ -102,7 +102,7 @@ def _method(name, function, family, preparer, base, models=None, random=False, p
         wrong.append(f"sparsify {method.sparsify!r} (known: {task_vectors.SPARSIFICATIONS})")
     if method.free_flag is not None and not isinstance(method.defaults.get(method.free_flag), bool):
         wrong.append(f"free_flag {method.free_flag!r}, not one of its flags")
-    wrong += [f"reads {key!r} (known: {', '.join(EXTRA_INPUTS)})" for key in method.reads if key not in EXTRA_INPUTS]
+    wrong += [f"reads {key!r} (known: {', '.join(PAGE_INPUTS)})" for key in method.reads if key not in PAGE_INPUTS]
     if wrong:
         raise ValueError(f"merging/methods.py: the record of {name} has " + "; ".join(wrong))
     return method
@@ -114,16 +114,16 @@ METHODS = {
     m.name: m
     for m in (
         _method("linear", interpolation.linear, "interpolation", _linear, "unused", parents=True,
-                rule=interpolation.linear_rule, display="Soup"),
+                rule=interpolation.linear_rule, display="Soup", reads=("weight",)),
         _method("slerp", interpolation.slerp, "interpolation", _slerp, "unused", models=2, parents=True,
-                rule=interpolation.slerp_rule, display="SLERP", first_is_base=True),
+                rule=interpolation.slerp_rule, display="SLERP", reads=("t",), first_is_base=True),
         # Row by row (nuslerp_flatten off), every row has its own angle: not a scalar per tensor.
         _method("nuslerp", interpolation.nuslerp, "interpolation", _nuslerp, "optional", models=2,
                 rule=interpolation.nuslerp_rule, free_flag="nuslerp_flatten", menu=8, reads=("weight",)),
         _method("task_arithmetic", task_vectors.task_arithmetic, "task_vectors", _task_vectors, "required",
                 rule=task_vectors.task_arithmetic_rule, menu=0, reads=("weight", "lambda", "seed")),
         _method("ties", task_vectors.ties, "task_vectors", _task_vectors, "required", sparsify="magnitude",
-                votes=True, display="TIES"),
+                votes=True, display="TIES", reads=("weight", "density", "lambda")),
         _method("dare_linear", task_vectors.dare_linear, "task_vectors", _task_vectors, "required", random=True,
                 sparsify="random", menu=2, reads=_TASK_VECTOR_INPUTS),
         _method("dare_ties", task_vectors.dare_ties, "task_vectors", _task_vectors, "required", random=True,
