@@ -8,7 +8,7 @@ import torch
 
 from merging import EXTRA_METHODS, METHODS, MergeSpec, merge_model, to_mergekit_yaml
 from merging.coefficients import ParentFigures, coefficients, materialise, merge_free
-from models.columns import COLUMNS, FIXED, MERGED, request_columns
+from models.columns import COLUMN_METHODS, COLUMNS, FIXED, MERGED, request_columns
 from models.controls import Controls
 from models.requests import RequestError, extra_spec, merge_specs
 from page import views
@@ -26,6 +26,8 @@ def test_the_columns_and_their_titles():
     assert FIXED == COLUMNS[:5] and MERGED == ("soup", "slerp", "ties")
     assert request_columns("") == FIXED and request_columns("della") == COLUMNS
     assert views.METHOD_NAMES == {"soup": "Soup", "slerp": "SLERP", "ties": "TIES"}
+    # The requests build each merged column with the method the columns' home names.
+    assert {c: s.method for c, s in merge_specs(Controls(question="q")).items()} == COLUMN_METHODS
     c = Controls(question="q", extra_method="dare_ties", extra_density=0.3)
     assert views.column_title("soup", None, c, "en") == "**Soup** · w 0.50/0.50"
     assert views.column_title("extra", None, c, "en") == "**dare_ties** · density 0.30"
