@@ -16,11 +16,10 @@ import sys
 import threading
 from dataclasses import dataclass, field
 
+from models.columns import COLUMNS, EXTRA, MERGED
 from scoring import turkish
 
 log = logging.getLogger("harman")
-
-COLUMNS = ("model1", "model2", "soup", "slerp", "ties", "extra")
 
 # Enter in a slider's number box settles the value as a drag's release does (Gradio fires release on blur).
 SETTLE_TYPED_VALUES_JS = """() => {
@@ -216,8 +215,8 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits(), prese
                     angle_plot = gr.LinePlot(x="layer", y="angle", visible=False, elem_id="angle_plot")
                 with gr.Tab(i18n("export")):
                     with gr.Row():
-                        export_variant = gr.Dropdown([("Soup", "soup"), ("SLERP", "slerp"), ("TIES", "ties"),
-                                                      ("extra", "extra")], value="slerp", label=i18n("export_variant"))
+                        export_variant = gr.Dropdown([(views.METHOD_NAMES.get(n, n), n) for n in (*MERGED, EXTRA)],
+                                                     value="slerp", label=i18n("export_variant"))
                         export_btn = gr.Button(i18n("export_button"), elem_id="export")
                     recipe = gr.Code(language="yaml", label=i18n("mergekit_config"), elem_id="recipe")
                     with gr.Row():

@@ -36,10 +36,10 @@ from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausa
 from models.bank import WeightBank
 from models.batched import BankedLinear, BankedLayerNorm, BankedRMSNorm, Mix, Recipe, Rows, batched_model, \
     selected_rows
+from models.columns import FIXED, MERGED
 from models.generation import GenerationSettings, generate
 
-COLUMNS = ("model1", "model2", "soup", "slerp", "ties")
-MERGED = ("soup", "slerp", "ties")
+COLUMNS = FIXED  # the parents and the merged columns every request has
 MODES = ("merge-free", "batched", "threads", "sequential")
 STAND_INS = (0.5, 0.3, 0.7)  # random shapes: each merged slice is lerp(Model 2, Model 1, w), a stand-in merge
 PROMPT_TOKENS = 12

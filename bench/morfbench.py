@@ -21,11 +21,12 @@ from pathlib import Path
 import torch
 
 from models import model_set, presets, saving
+from models.columns import FIXED
 from models.comparison import Comparison
 from models.requests import Controls, merge_specs
 from scoring import morfbench
 
-COLUMNS = ["model1", "model2", "soup", "slerp", "ties"]
+COLUMNS = list(FIXED)  # the parents and the merged columns every request has
 
 
 def batched(comparison, items, materialise: bool) -> tuple[float, list]:

@@ -19,7 +19,7 @@ import statistics
 import time
 from dataclasses import asdict, replace
 
-COLUMNS = ("model1", "model2", "soup", "slerp", "ties")
+from models.columns import FIXED as COLUMNS
 
 
 def controls(new_tokens: int):

@@ -30,6 +30,8 @@ import sys
 import time
 from pathlib import Path
 
+from models.columns import COLUMNS
+
 ROOT = Path(__file__).resolve().parent.parent
 SHAPES = dict(n_layer=36, n_embd=1280, n_head=20, n_positions=1024, vocab_size=50257)
 EOS = "<|endoftext|>"
@@ -38,7 +40,6 @@ QUESTION = "Türkiye'nin başkenti neresidir?"
 # After the releases: every column decodes, nothing merges.
 QUESTION2 = "İstanbul Boğazı hangi iki kıtayı ayırır?"
 DENSITIES = (0.2, 0.35, 0.65, 0.8, 0.9)  # five distinct TIES settings after the first request's 0.5
-COLUMNS = ("model1", "model2", "soup", "slerp", "ties", "extra")
 TOKENS, RATE, MERGED = re.compile(r"^(\d+) token"), re.compile(r"([\d.]+) tokens?/s"), re.compile(r"(\d+) ms")
 GIB = 2**30
 

@@ -14,6 +14,7 @@ import json
 import time
 
 from models import model_set, presets
+from models.columns import FIXED
 from models.comparison import Comparison
 from models.finetune import TASKS, read_pairs
 from models.generation import greedy_settings
@@ -21,7 +22,7 @@ from models.requests import Controls, merge_specs
 from prompts import examples, formats
 from scoring import turkish
 
-COLUMNS = ("model1", "model2", "soup", "slerp", "ties")
+COLUMNS = FIXED  # the parents and the merged columns every request has
 
 
 def questions(heldout_per_task: int) -> list[str]:

@@ -30,8 +30,9 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from models.columns import COLUMNS, MERGED
+
 ROOT = Path(__file__).resolve().parent.parent
-COLUMNS = ("model1", "model2", "soup", "slerp", "ties", "extra")
 ANSWERS = slice(1 + len(COLUMNS), 1 + 2 * len(COLUMNS))
 FOOTERS = slice(1 + 2 * len(COLUMNS), 1 + 3 * len(COLUMNS))
 TOKENS = re.compile(r"^(\d+) token")
@@ -189,7 +190,7 @@ def in_process(preset: str, new_tokens: int, users: list, own_ties_users: list) 
 
     ms, comparison = in_parallel_thread(load)
     first = users[0]
-    specs = {c: s for c, s in merge_specs(first).items() if c in ("soup", "slerp", "ties")}
+    specs = {c: s for c, s in merge_specs(first).items() if c in MERGED}
     # The same work as the page's: its prompt, and its stops, so each column ends where it ends on the page (a
     # column that ends early leaves the batch, and the rows that remain make fewer tokens a second).
     prompt = comparison.prompt(first.question, new_tokens)

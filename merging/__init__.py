@@ -3,15 +3,16 @@
 Tensor level, one function per method, named and parameterised as in mergekit:
 `linear`, `slerp`, `nuslerp`, `task_arithmetic`, `ties`, `dare_linear`,
 `dare_ties`, `breadcrumbs`, `breadcrumbs_ties`, `della`, `della_linear`,
-`model_stock`. Model level: `MergeSpec` (mergekit's YAML, hashable),
-`merge_model` (in place, tensor by tensor), `MergeTarget` (re-merges only what
-changed), `to_mergekit_yaml` (the same merge for mergekit-yaml).
+`model_stock`, each described by one record in `METHODS` (merging/methods.py).
+Model level: `MergeSpec` (mergekit's YAML, hashable), `merge_model` (in place,
+tensor by tensor), `MergeTarget` (re-merges only what changed), `to_mergekit_yaml`
+(the same merge for mergekit-yaml).
 """
 
 from merging.apply import MergeReport, MergeTarget, merge_model
 from merging.export import to_mergekit_yaml
 from merging.interpolation import linear, nuslerp, slerp
-from merging.methods import METHODS
+from merging.methods import EXTRA_METHODS, METHODS, Method
 from merging.model_stock import model_stock
 from merging.spec import MergeSpec
 from merging.task_vectors import (
@@ -26,7 +27,9 @@ from merging.task_vectors import (
 )
 
 __all__ = [
+    "EXTRA_METHODS",
     "METHODS",
+    "Method",
     "MergeReport",
     "MergeSpec",
     "MergeTarget",

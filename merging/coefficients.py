@@ -6,25 +6,22 @@ spec and on figures of the parents measured once (their Gram matrix: SLERP's and
 cosine). A layer that is linear in its weights then computes the merged layer's output as the same weighted sum
 of the parents' outputs, so such a merge needs no merged copy at all (models/batched.py reads the coefficients).
 
+Each method's rule is in its record (merging/methods.py: Method.rule, next to the method's math).
 ``coefficients()`` gives them, in microseconds once the figures are measured; ``materialise()`` writes the same
 merge from them, which the tests hold against merging.apply's merge (itself held against mergekit).
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 
-from merging import checks
 from merging.apply import MergeReport, resolve, summarize
-from merging.interpolation import nuslerp_coefficients, nuslerp_t, slerp_angle, spherical
 from merging.methods import METHODS
-from merging.model_stock import stock_ratio
-from merging.parents import ParentStats, parent_stats, squared_distances
+from merging.parents import ParentStats, parent_stats
 from merging.schedule import layer_position
 from merging.spec import MergeSpec
 
@@ -60,19 +57,16 @@ class Coefficients:
 
 
 def merge_free(spec: MergeSpec) -> bool:
-    """Whether ``spec`` is a weighted sum of its inputs in every tensor (so needs no merged copy)."""
-    if spec.method in ("linear", "slerp", "task_arithmetic"):
+    """Whether ``spec`` is a weighted sum of its inputs in every tensor (so needs no merged copy): its method has a
+    rule (merging/methods.py), and the flag that would give every row its own angle or ratio is at its default."""
+    method = METHODS[spec.method]
+    if method.rule is None:
+        return False
+    if method.free_flag is None:
         return True
-    if spec.method == "model_stock":
-        return not _flag(spec, "filter_wise")
-    if spec.method == "nuslerp":  # row by row, every row has its own angle: not a scalar per tensor
-        return _flag(spec, "nuslerp_flatten", True)
-    return False
-
-
-def _flag(spec: MergeSpec, key: str, default: bool = False) -> bool:
-    value = dict(spec.parameters).get(key, default)
-    return value if isinstance(value, bool) else True  # a schedule of flags: not merge-free, stay materialised
+    value = dict(spec.parameters).get(method.free_flag, method.defaults[method.free_flag])
+    # A schedule of flags counts as set.
+    return (value if isinstance(value, bool) else True) == method.defaults[method.free_flag]
 
 
 def coefficients(spec: MergeSpec, names: Sequence[str], num_layers: int, figures: Figures) -> Coefficients:
@@ -88,53 +82,10 @@ def coefficients(spec: MergeSpec, names: Sequence[str], num_layers: int, figures
     for name in names:
         parameters = resolve(spec, method, name, layer_position(name, num_layers), 2)
         stats: dict = {}
-        table[name] = _RULES[spec.method](name, parameters, figures, stats)
+        table[name] = method.rule(name, parameters, figures, stats)
         tensors[name] = stats
     report = summarize(spec.method, tensors, (time.perf_counter() - start) * 1e3, 0)
     return Coefficients(spec.method, table, report)
-
-
-def _linear(name, p, figures, stats):
-    weights = checks.per_model(name, "weight", p["weight"], 2)
-    normalize = checks.boolean(name, "normalize", p["normalize"])
-    c = [w / checks.weights_total(name, weights) for w in weights] if normalize else weights
-    measured = figures(name, False)
-    stats["squared_distance"] = squared_distances(measured, c)
-    stats["parent_squared_norm"] = [measured.gram[i][i] for i in range(2)]
-    return 0.0, c[0], c[1]
-
-
-def _slerp(name, p, figures, stats):
-    t = checks.finite(name, "t", p["t"])
-    angle, fallback = slerp_angle(figures(name, False))
-    stats["angle"], stats["linear_fallback"] = math.degrees(angle), fallback
-    return (0.0, 1 - t, t) if fallback else (0.0, *spherical(angle, t))
-
-
-def _nuslerp(name, p, figures, stats):
-    t = nuslerp_t(checks.per_model(name, "weight", p["weight"], 2))
-    # The page's nuslerp has a base: the figures of the task vectors.
-    angle, first, second = nuslerp_coefficients(figures(name, True), t)
-    stats["angle"] = math.degrees(angle)
-    return 1 - first - second, first, second
-
-
-def _task_arithmetic(name, p, figures, stats):
-    weights = checks.per_model(name, "weight", p["weight"], 2)
-    lambda_ = checks.finite(name, "lambda", p["lambda"])
-    divisor = checks.weights_total(name, weights) if checks.boolean(name, "normalize", p["normalize"]) else 1.0
-    c = [lambda_ * w / divisor for w in weights]
-    return 1 - c[0] - c[1], c[0], c[1]
-
-
-def _model_stock(name, p, figures, stats):
-    ratio = stock_ratio(figures(name, True), 2)
-    stats["ratio"] = ratio
-    return 1 - ratio, ratio / 2, ratio / 2
-
-
-_RULES = {"linear": _linear, "slerp": _slerp, "nuslerp": _nuslerp, "task_arithmetic": _task_arithmetic,
-          "model_stock": _model_stock}
 
 
 def materialise(table: Mapping[str, tuple[float, float, float]], dest: Mapping[str, torch.Tensor],

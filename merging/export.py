@@ -34,8 +34,8 @@ def to_mergekit_yaml(
     if not parameters:
         data.pop("parameters", None)
 
-    config = {"merge_method": spec.method}
-    if spec.method == "slerp":
+    config = {"merge_method": method.name}
+    if method.first_is_base:
         config["base_model"] = model_paths[0]
     elif method.base == "required" or (method.base == "optional" and base_path is not None):
         if base_path is None:

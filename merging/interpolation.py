@@ -181,6 +181,36 @@ def nuslerp_coefficients(measured: ParentStats, t: float) -> tuple[float, float,
     return angle, *spherical(angle, t)
 
 
+# The merge-free rules (merging/coefficients.py): one tensor's (c_base, c_model1, c_model2) from its parameters and
+# the parents' figures (``figures(name, relative)``), writing the diagnostics the materialised merge gives into
+# ``stats``.
+
+
+def linear_rule(name, p, figures, stats):
+    weights = checks.per_model(name, "weight", p["weight"], 2)
+    normalize = checks.boolean(name, "normalize", p["normalize"])
+    c = [w / checks.weights_total(name, weights) for w in weights] if normalize else weights
+    measured = figures(name, False)
+    stats["squared_distance"] = squared_distances(measured, c)
+    stats["parent_squared_norm"] = [measured.gram[i][i] for i in range(2)]
+    return 0.0, c[0], c[1]
+
+
+def slerp_rule(name, p, figures, stats):
+    t = checks.finite(name, "t", p["t"])
+    angle, fallback = slerp_angle(figures(name, False))
+    stats["angle"], stats["linear_fallback"] = math.degrees(angle), fallback
+    return (0.0, 1 - t, t) if fallback else (0.0, *spherical(angle, t))
+
+
+def nuslerp_rule(name, p, figures, stats):
+    t = nuslerp_t(checks.per_model(name, "weight", p["weight"], 2))
+    # The page's nuslerp has a base: the figures of the task vectors.
+    angle, first, second = nuslerp_coefficients(figures(name, True), t)
+    stats["angle"] = math.degrees(angle)
+    return 1 - first - second, first, second
+
+
 def _flat_nuslerp_into(out, a, b, base, t: float) -> float:
     """NuSLERP of whole tensors: measure, then one weighted sum, chunk by chunk."""
     angle, first, second = nuslerp_coefficients(parent_stats([a, b], origin=base), t)

@@ -49,6 +49,14 @@ def stock_ratio(measured: ParentStats, count: int) -> float:
     return 0.0 if abs(denominator) < 1e-6 else count * cos / denominator
 
 
+def model_stock_rule(name, p, figures, stats):
+    """The merge-free rule (merging/coefficients.py): whole-tensor model stock of two fine-tunes as
+    (c_base, c_model1, c_model2), from their task vectors' figures."""
+    ratio = stock_ratio(figures(name, True), 2)
+    stats["ratio"] = ratio
+    return 1 - ratio, ratio / 2, ratio / 2
+
+
 def _row_ratios(base: torch.Tensor, tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     """`stock_ratio` per row (filter-wise), with whole-tensor temporaries."""
     origin = base.float()

@@ -15,22 +15,14 @@ from merging import checks, sparsify
 from merging.chunks import as_float32, chunk_size, flat, spans, total, whole_scratch
 from merging.selection import magnitude_bounds, magnitudes, order_statistics
 
-# mergekit's registry: how each method sparsifies, and whether signs are voted on.
-FAMILY = {
-    "task_arithmetic": (None, False),
-    "ties": ("magnitude", True),
-    "dare_linear": ("random", False),
-    "dare_ties": ("random", True),
-    "breadcrumbs": ("magnitude_outliers", False),
-    "breadcrumbs_ties": ("magnitude_outliers", True),
-    "della": ("della_magprune", True),
-    "della_linear": ("della_magprune", False),
-}
+# How each method sparsifies and whether it votes on signs is its record's (merging/methods.py: Method.sparsify,
+# Method.votes), as in mergekit's registry.
+SPARSIFICATIONS = (None, "magnitude", "random", "magnitude_outliers", "della_magprune")
 CONSENSUS_METHODS = ("sum", "count")
 
 
 def prepare(
-    method: str,
+    method,
     name: str,
     base: torch.Tensor | None,
     tensors: Sequence[torch.Tensor],
@@ -51,10 +43,11 @@ def prepare(
     """Check everything for one tensor; return the destination and a function that
     merges into it (taking an optional dict for diagnostics). `untouched`, when given,
     says whether every fine-tune's tensor is bitwise the base's (a MergeTarget finds
-    that once for parents it serves), instead of comparing them on every run."""
-    kind, votes = FAMILY[method]
+    that once for parents it serves), instead of comparing them on every run. `method` is the method's record
+    (merging/methods.py): its name, how it sparsifies and whether it votes."""
+    kind, votes = method.sparsify, method.votes
     if base is None:
-        raise ValueError(f"{name}: {method} merges task vectors relative to a base model; give one")
+        raise ValueError(f"{name}: {method.name} merges task vectors relative to a base model; give one")
     count = len(tensors)
     weights = checks.per_model(name, "weight", weight, count)
     densities = checks.densities(name, density, count)
@@ -310,10 +303,23 @@ def _float32_sum(values: Sequence[float]) -> float:
 
 
 def _now(method, name, base, tensors, out, stats, **parameters) -> torch.Tensor:
-    out, run = prepare(method, name, base, tensors, out, **parameters)
+    # Imported here: the records (merging/methods.py) name this module's functions, so it imports this module.
+    from merging.methods import METHODS
+
+    out, run = prepare(METHODS[method], name, base, tensors, out, **parameters)
     with torch.no_grad():
         run(stats)
     return out
+
+
+def task_arithmetic_rule(name, p, figures, stats):
+    """The merge-free rule (merging/coefficients.py): task arithmetic of two fine-tunes as
+    (c_base, c_model1, c_model2)."""
+    weights = checks.per_model(name, "weight", p["weight"], 2)
+    lambda_ = checks.finite(name, "lambda", p["lambda"])
+    divisor = checks.weights_total(name, weights) if checks.boolean(name, "normalize", p["normalize"]) else 1.0
+    c = [lambda_ * w / divisor for w in weights]
+    return 1 - c[0] - c[1], c[0], c[1]
 
 
 # The public functions: mergekit's parameters and per-method defaults. A per-model

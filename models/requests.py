@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import json
 
-from merging import MergeSpec
+from merging import EXTRA_METHODS, METHODS, MergeSpec
 from models.controls import BY_NAME, Control, Controls, check_number, follows
 from errors import Refusal, Term
 from models.generation import GenerationSettings
 from models.presets import GenerationDefaults
 
-# The merged columns and the extra column's choices, as mergekit names the methods.
-EXTRA_METHODS = ("task_arithmetic", "dare_ties", "dare_linear", "breadcrumbs", "breadcrumbs_ties", "della",
-                 "della_linear", "model_stock", "nuslerp")
 # mergekit filters match a substring of the tensor name: "attn" covers GPT-2's attn.c_attn and Llama's self_attn.
 ATTENTION_FILTER = "attn"
 MLP_FILTER = "mlp"
@@ -106,22 +103,21 @@ def ties_densities(c: Controls) -> tuple[float, float]:
 
 
 def extra_spec(method: str, w1: float, w2: float, density: float, lam: float, seed: int) -> MergeSpec:
-    if method == "model_stock":
-        return MergeSpec.from_dict({"merge_method": method, "models": [{}, {}]})
-    if method == "nuslerp":
-        return MergeSpec.from_dict({"merge_method": method,
-                                    "models": [{"parameters": {"weight": w1}}, {"parameters": {"weight": w2}}]})
-    per_model = {"weight": None, "density": density}
-    if method in ("della", "della_linear"):
+    """The extra column's spec: of the TIES weights (ties_w1, ties_w2), the extra density (extra_density), TIES's
+    lambda (ties_lambda) and the seed, what the method's record reads (merging/methods.py: Method.reads)."""
+    reads = METHODS[method].reads
+    per_model = {"density": density} if "density" in reads else {}
+    if "epsilon" in reads:
         # DELLA keeps each delta with a probability within density ± epsilon, which must stay inside (0, 1): the
         # page has no epsilon control, so it follows from the density (mergekit's 0.15 where that fits).
         per_model["epsilon"] = della_epsilon(density)
-    if method == "task_arithmetic":
-        per_model = {}
-    models = [{"parameters": {**per_model, "weight": w}} for w in (w1, w2)]
-    parameters = {"lambda": lam}
-    return MergeSpec.from_dict({"merge_method": method, "parameters": parameters, "models": models,
-                                "seed": seed})
+    models = [{"parameters": {**per_model, **({"weight": w} if "weight" in reads else {})}} for w in (w1, w2)]
+    data = {"merge_method": method, "models": models}
+    if "lambda" in reads:
+        data["parameters"] = {"lambda": lam}
+    if "seed" in reads:
+        data["seed"] = seed
+    return MergeSpec.from_dict(data)
 
 
 def check_question(question: str, tokenizer, max_chars: int, max_tokens: int) -> str:

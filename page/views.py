@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import math
 
+from merging import METHODS
+from models.columns import COLUMN_METHODS, PARENTS
 from models.controls import follows
 from words import say
 from scoring import turkish
 
-METHOD_NAMES = {"soup": "Soup", "slerp": "SLERP", "ties": "TIES"}
+# The merged columns' names: their methods' (merging/methods.py: Method.display).
+METHOD_NAMES = {column: METHODS[method].title for column, method in COLUMN_METHODS.items()}
 # How an answer ended, as its footer says it ("eos" and "stop_string" are both a finished answer).
 FINISHED = {"stopped": "stopped", "length": "length"}
 # The Scores table's columns: the figures that are shares (0-1) are shown as percentages.
@@ -20,15 +23,15 @@ SHARES = ("turkish_words", "repeated_3grams")
 
 def column_title(name: str, preset, controls, lang: str) -> str:
     """The column's name and the merge parameters it currently shows, on one line."""
-    if name in ("model1", "model2"):
+    if name in PARENTS:
         return f"**{parent_label(preset, name, lang)}**"
     if name == "soup":
         total = (controls.soup_w1 + controls.soup_w2) or 1.0
-        return f"**Soup** · w {controls.soup_w1 / total:.2f}/{controls.soup_w2 / total:.2f}"
+        return f"**{METHOD_NAMES[name]}** · w {controls.soup_w1 / total:.2f}/{controls.soup_w2 / total:.2f}"
     if name == "slerp":
         schedule = f" · {say(lang, 'title_schedule')}" if (controls.slerp_attn_schedule
                                                            or controls.slerp_mlp_schedule) else ""
-        return f"**SLERP** · t = {controls.slerp_t:.2f}{schedule}"
+        return f"**{METHOD_NAMES[name]}** · t = {controls.slerp_t:.2f}{schedule}"
     density = say(lang, "title_density")
     if name == "ties":  # one line: what differs between the two models only when it does
         d1 = controls.ties_density if follows(controls.ties_density1) else controls.ties_density1
@@ -38,17 +41,23 @@ def column_title(name: str, preset, controls, lang: str) -> str:
             parts.append(f"w {controls.ties_w1:.2f}/{controls.ties_w2:.2f}")
         if controls.ties_lambda != 1.0:
             parts.append(f"λ {controls.ties_lambda:.2f}")
-        return "**TIES** · " + " · ".join(parts)
-    return f"**{controls.extra_method or say(lang, 'title_extra')}** · {density} {controls.extra_density:.2f}"
+        return f"**{METHOD_NAMES[name]}** · " + " · ".join(parts)
+    title = method_title(controls.extra_method) or say(lang, "title_extra")
+    return f"**{title}** · {density} {controls.extra_density:.2f}"
 
 
 def column_name(name: str, preset, lang: str, extra_method: str = "") -> str:
     """A column's short name, as tables, progress and plots use it."""
-    if name in ("model1", "model2"):
+    if name in PARENTS:
         return parent_label(preset, name, lang)
     if name == "extra":
-        return extra_method or say(lang, "title_extra")
+        return method_title(extra_method) or say(lang, "title_extra")
     return METHOD_NAMES.get(name, name)
+
+
+def method_title(method: str) -> str:
+    """A merge method's name on the page (its record's display name), as given where it has no record."""
+    return METHODS[method].title if method in METHODS else method
 
 
 def parent_label(preset, name: str, lang: str) -> str:

@@ -21,6 +21,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
+from models.columns import COLUMNS, PARENTS
 from models.comparison import Request
 from models.controls import from_values
 from models.requests import RequestError, check_question, generation_settings, merge_specs
@@ -30,7 +31,6 @@ from scoring.battles import Side, variant_name
 from scoring.leaderboard import CHOICES, leaderboard
 
 log = logging.getLogger("harman.vote")
-COLUMNS = ("model1", "model2", "soup", "slerp", "ties", "extra")
 BOARD_COLUMNS = ("variant", "score", "ci_low", "ci_high", "votes", "wins", "ties", "both_bad", "losses")
 JUDGING_KEY = "vote"  # a shared link's query key that opens the vote part
 JUDGING_LINK_JS = """(...values) => {
@@ -174,7 +174,7 @@ class VotePart:
         """Which variant was A and which B, their exact settings, the generation settings and the vote."""
         lines = [say(lang, "vote_your_choice", choice=say(lang, f"vote_{battle.choice}")), ""]
         for letter, side in (("A", battle.a), ("B", battle.b)):
-            label = views.parent_label(self.preset, side.column, lang) if side.column in ("model1", "model2") else ""
+            label = views.parent_label(self.preset, side.column, lang) if side.column in PARENTS else ""
             if label.startswith(side.name):  # "Model 1 (soru-cevap)": what the label adds to the name
                 label = label[len(side.name):].strip()
             label = f" {label}" if label.startswith("(") else f" ({label})" if label else ""

@@ -16,20 +16,20 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from merging.methods import METHODS, PAGE_INPUTS
+from models.columns import PARENTS
 from errors import Refusal
 from scoring.leaderboard import CHOICES
 
 RATE_WINDOW_S = 60.0
 BATTLE_TTL_S = 3600.0  # a battle not voted on within the hour is forgotten
 MAX_BATTLES = 10_000  # and never more than this many are kept, oldest first out
-NO_DENSITY = ("model_stock", "nuslerp", "task_arithmetic")  # extra methods that keep every delta
-NO_LAMBDA = ("model_stock", "nuslerp")
 
 
 def variant_name(column: str, c) -> str:
     """The column at these controls (models/controls.py's Controls), as votes and the leaderboard name it:
     "Model 1", "Soup w=0.50/0.50", "SLERP t=0.50", "TIES density=0.50", "dare_ties density=0.30 λ=1.20"."""
-    if column in ("model1", "model2"):
+    if column in PARENTS:
         return f"Model {column[-1]}"
     if column == "soup":
         total = (c.soup_w1 + c.soup_w2) or 1.0
@@ -45,18 +45,23 @@ def variant_name(column: str, c) -> str:
         parts = ["TIES", f"density={d1:.2f}" if d1 == d2 else f"density={d1:.2f}/{d2:.2f}"]
         return " ".join(parts + _weights_and_lambda(c, "ties"))
     method = c.extra_method
-    parts = [method] + ([] if method in NO_DENSITY else [f"density={c.extra_density:.2f}"])
+    parts = [method] + ([f"density={c.extra_density:.2f}"] if "density" in _reads(method) else [])
     return " ".join(parts + _weights_and_lambda(c, method))
 
 
 def _weights_and_lambda(c, method: str) -> list[str]:
     """The TIES weights and λ (which the extra column shares) where they differ from 1, as the name's tail."""
     parts = []
-    if method != "model_stock" and (c.ties_w1, c.ties_w2) != (1.0, 1.0):
+    if "weight" in _reads(method) and (c.ties_w1, c.ties_w2) != (1.0, 1.0):
         parts.append(f"w={c.ties_w1:.2f}/{c.ties_w2:.2f}")
-    if method not in NO_LAMBDA and c.ties_lambda != 1.0:
+    if "lambda" in _reads(method) and c.ties_lambda != 1.0:
         parts.append(f"λ={c.ties_lambda:.2f}")
     return parts
+
+
+def _reads(method: str) -> tuple[str, ...]:
+    """The page's inputs a merge method reads (its record's), every one for a name without a record."""
+    return METHODS[method].reads if method in METHODS else PAGE_INPUTS
 
 
 @dataclass(frozen=True)
