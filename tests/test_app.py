@@ -135,12 +135,26 @@ def test_concurrent_clients_with_their_own_settings_get_what_they_get_alone(serv
             most[0] = max(most[0], comparison.loop.rows)
             time.sleep(0.005)
 
+    # The requests' first jobs reach the loop together (a barrier, not a timer): on busy cores one request could
+    # otherwise finish its 20 tokens before the next one arrives, and nothing would share a batch.
+    arrived, submit = threading.Barrier(clients, timeout=60), comparison.loop.submit
+    first = iter(range(clients))
+
+    def submit_together(job):
+        if next(first, None) is not None:
+            arrived.wait()
+        return submit(job)
+
+    comparison.loop.submit = submit_together
     watcher = threading.Thread(target=watch)
     watcher.start()
-    jobs = [client.submit(*{**DEFAULTS, "max_new_tokens": 20, **a}.values(), api_name="/compare") for a in asks]
-    together = [dict(zip(app.COLUMNS, job.result(timeout=120)[ANSWERS])) for job in jobs]
-    watching.set()
-    watcher.join()
+    try:
+        jobs = [client.submit(*{**DEFAULTS, "max_new_tokens": 20, **a}.values(), api_name="/compare") for a in asks]
+        together = [dict(zip(app.COLUMNS, job.result(timeout=120)[ANSWERS])) for job in jobs]
+    finally:
+        comparison.loop.submit = submit
+        watching.set()
+        watcher.join()
     assert together == alone
     assert most[0] > len(app.COLUMNS[:5])  # rows of more than one request decoded in the same batch
 
