@@ -61,6 +61,7 @@ def prefill(comparison, questions, specs, settings, rounds: int = 3) -> dict:
     from models.batched import Rows, selected_rows
 
     loop, bank = comparison.loop, comparison.model_set.bank
+    same: dict = {}  # which slices are bitwise equal, found once (as the loop keeps it), not in every timing
     prompts = [comparison.prompt(q, settings.max_new_tokens).ids for q in questions]
     with comparison.holding({c: s for c, s in specs.items() if c in COLUMNS}) as held:
         recipes = [held.recipes[c] if c in held.recipes else bank.index(c) for c in COLUMNS]
@@ -70,13 +71,14 @@ def prefill(comparison, questions, specs, settings, rounds: int = 3) -> dict:
             ids = torch.tensor([[0] * (longest - len(r)) + r for r in rows_ids])
             mask = torch.tensor([[0] * (longest - len(r)) + [1] * len(r) for r in rows_ids])
             positions = (mask.cumsum(1) - 1).clamp(min=0)
-            with selected_rows(Rows(recipe_rows, bank.device, versions=comparison.versions, frozen=bank.frozen)), \
+            with selected_rows(Rows(recipe_rows, bank.device, same=same, versions=comparison.versions,
+                                         frozen=bank.frozen)), \
                     torch.inference_mode():
                 loop.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
                            past_key_values=DynamicCache(config=loop.model.config), logits_to_keep=1)
 
         separate, joint = [], []
-        for _ in range(rounds):
+        for _ in range(rounds + 1):  # the first round warms both shapes and is not counted
             started = time.perf_counter()
             for p in prompts:
                 forward([p] * len(COLUMNS), recipes)
@@ -84,8 +86,11 @@ def prefill(comparison, questions, specs, settings, rounds: int = 3) -> dict:
             started = time.perf_counter()
             forward([p for p in prompts for _ in COLUMNS], recipes * len(prompts))
             joint.append(time.perf_counter() - started)
+    separate, joint = separate[1:], joint[1:]
     return {"prefill_separate_s": round(statistics.median(separate), 3),
             "prefill_joint_s": round(statistics.median(joint), 3),
+            "prefill_separate_range": [round(min(separate), 3), round(max(separate), 3)],
+            "prefill_joint_range": [round(min(joint), 3), round(max(joint), 3)],
             "prefill_lengths": [len(p) for p in prompts]}
 
 
