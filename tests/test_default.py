@@ -18,7 +18,9 @@ pytestmark = pytest.mark.skipif(not all((a / "adapter_model.safetensors").is_fil
 
 @pytest.fixture(scope="module")
 def default_set():
-    return model_set.load(PRESET)
+    # Three merges are materialised at once below; the memory plan would otherwise size the pool by whatever else
+    # happens to run on the machine (one slice when another process held most of it).
+    return model_set.load(PRESET, available={"cpu": 32 * 2**30})
 
 
 def test_cache_holds_a_plain_safetensors_checkpoint():
