@@ -1,12 +1,16 @@
 """Blind votes under load, through the public API of a running server, and the leaderboard's cost.
 
     python -m bench.votes [--preset default | --tiny] [--sessions 20] [--rounds 5] [--new-tokens 8]
+                          [--clients both | http | gradio_client]
 
-1. ``python app.py`` with a fresh vote store. ``--sessions`` page sessions (a process and a gradio_client each)
-   play ``--rounds`` rounds: each asks for a battle (the two answers decode in the shared loop), then all vote at the
-   same moment (a barrier), then each tries a second vote on the same battle (refused: the same round trip with
-   no write, the floor a vote's latency is held against). A vote's latency is from the call to its
-   acknowledgement (the vote call only, not the battle's generation).
+1. ``python app.py`` with a fresh vote store. ``--sessions`` page sessions play ``--rounds`` rounds: each asks for a
+   battle (the two answers decode in the shared loop), then all vote at the same moment (a barrier), then each
+   tries a second vote on the same battle (refused: the same round trip with no write). A vote's latency is from
+   the call to its acknowledgement (the vote call only, not the battle's generation). The sessions run twice:
+   ``gradio_client``, a process and a gradio_client each (what a script calling the API costs, the clients' CPU
+   included), then ``http``, threads of this process calling Gradio's HTTP API themselves (POST
+   /gradio_api/call/<name>, then the event's stream; the server's acknowledgement, the clients costing little).
+   Last, ``http_alone``: one session alone, the floor. The target (p95 <= 100 ms) is held against ``http``.
 2. Right after the last acknowledged votes the server is killed with SIGKILL, restarted on the same store, and its
    votes_export endpoint must hold every acknowledged vote exactly once.
 3. In this process, on ``--cores`` cores: the leaderboard of 10,000 synthetic votes over 12 variants with 200
