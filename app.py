@@ -551,17 +551,21 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits(), prese
 
         battle = dict(fn=with_inputs(start_battle, names), inputs=[v.question, *controls[1:]], outputs=v.battle_outputs,
                       show_progress="hidden")
-        board = dict(fn=v.leaderboard, inputs=None, outputs=[v.board, v.heatmap], show_progress="hidden")
+        # One leaderboard fit at a time (a burst of votes would otherwise run a bootstrap each on the 2 cores the
+        # next votes' acknowledgements need); votes have no limit: a vote is a commit, not a queue's worth of work.
+        board = dict(fn=v.leaderboard, inputs=None, outputs=[v.board, v.heatmap], show_progress="hidden",
+                     concurrency_limit=1, concurrency_id="vote_leaderboard")
         v.battle_btn.click(**battle, api_name="battle")
         page.load(**board, api_name="leaderboard")  # before the private uses, which would take its name
         v.question.submit(**battle, api_visibility="private")
         v.example_btn.click(v.draw_example, v.question, v.question, api_visibility="private", queue=False)
         v.next_btn.click(v.draw_example, v.question, v.question, api_visibility="private", queue=False).then(
             **battle, api_visibility="private")
-        v.vote_api.click(v.vote, [v.battle_id, v.choice], [v.reveal, v.status], api_name="vote").then(
-            **board, api_visibility="private")
+        v.vote_api.click(v.vote, [v.battle_id, v.choice], [v.reveal, v.status], api_name="vote",
+                         concurrency_limit=None).then(**board, api_visibility="private")
         for choice, button in v.buttons.items():
-            button.click(v.vote_for(choice), v.battle_id, [v.reveal, v.status], api_visibility="private").success(
+            button.click(v.vote_for(choice), v.battle_id, [v.reveal, v.status], api_visibility="private",
+                         concurrency_limit=None, show_progress="hidden").success(
                 **board, api_visibility="private")
         page.load(v.open_if_judging, None, v.accordion, api_visibility="private", queue=False)
         v.link_btn.click(None, inputs=controls, outputs=v.link, js=v.judging_link_js(LINK_KEYS),

@@ -61,6 +61,7 @@ class VotePart:
         self.battles, self.store, self.loading, self.preset = battles, store, loading, preset
         self.limits, self.visitors, self.examples, self.refused = limits, visitors, list(examples), refused
         self.models = model_identity(preset)
+        self.fitted = (None, None)  # (the store's state, its leaderboard): a burst of refreshes fits once
         with gr.Accordion(i18n("vote"), open=False, elem_id="vote") as self.accordion:
             gr.Markdown(i18n("vote_intro"))
             with gr.Row(equal_height=True):
@@ -193,8 +194,10 @@ class VotePart:
 
     def leaderboard(self, request: gr.Request) -> dict:
         """The Bradley–Terry table of this model set's votes and the pairwise win-rate heatmap."""
-        lang = language(request)
-        board = leaderboard(self.store.votes(self.models))
+        lang, state = language(request), self.store.state()
+        if self.fitted[0] != state:
+            self.fitted = (state, leaderboard(self.store.votes(self.models)))
+        board = self.fitted[1]
         headers = [say(lang, f"board_{k}") for k in BOARD_COLUMNS]
         rows = [[r.variant, round(r.score), round(r.ci_low), round(r.ci_high), r.votes, r.wins, r.ties,
                  r.both_bad, r.losses] for r in board.rows]

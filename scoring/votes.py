@@ -122,6 +122,13 @@ class VoteStore:
             cursor = self._db.execute(f"SELECT variant_a, variant_b, choice FROM votes {where} ORDER BY id", args)
             return [Vote(*r) for r in cursor.fetchall()]
 
+    def state(self) -> tuple[int, str | None]:
+        """How many votes and the last one's battle id: it changes with every vote written and with a clear (battle
+        ids are never reused), so a leaderboard fitted at one state holds until the state moves."""
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*), (SELECT battle_id FROM votes ORDER BY id DESC LIMIT 1) "
+                                    "FROM votes").fetchone()
+
     def count(self) -> int:
         with self._lock:
             return self._db.execute("SELECT COUNT(*) FROM votes").fetchone()[0]

@@ -244,3 +244,20 @@ def test_the_command_line_places_the_store_and_mirrors_it_when_the_owner_asks(tm
     store = app.open_votes(app.parse_args(["--max-votes-per-minute", "7"]))
     assert store.path == tmp_path / "elsewhere.sqlite" and isinstance(store.mirror, Mirror)
     assert made == [("owner/votes", "hf_x", tmp_path / "votes-mirror")]
+
+
+def test_the_store_state_moves_with_every_vote_and_with_a_clear(store):
+    """The page's leaderboard is refitted only when this state moves: a vote or a clear must move it."""
+    battles = Battles(store, max_votes_per_minute=100)
+    assert store.state() == (0, None)
+    first = served(battles, "s1")
+    battles.vote(first.id, "s1", "A")
+    assert store.state() == (1, first.id)
+    second = served(battles, "s2")
+    battles.vote(second.id, "s2", "tie")
+    assert store.state() == (2, second.id)
+    store.clear()
+    assert store.state() == (0, None)
+    third = served(battles, "s1")
+    battles.vote(third.id, "s1", "B")
+    assert store.state() == (1, third.id) and third.id != first.id

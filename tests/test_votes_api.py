@@ -63,6 +63,14 @@ def test_a_battle_answers_with_two_columns_of_the_pipeline_and_a_vote_reveals_th
     assert table["headers"][:5] == ["variant", "score", "95% low", "95% high", "votes"]
     names = {r[0]: r for r in table["data"]}
     assert row["variant_a"] in names and row["variant_b"] in names  # the reveal's names are the leaderboard's
+    # The page keeps the last fit until the store moves: a new vote shows at once.
+    votes_before = {r[0]: r[4] for r in table["data"]}
+    second_id = battle(en, question="Su nedir?")[0]
+    en.predict(second_id, "tie", api_name="/vote")
+    [second] = [r for r in store.rows() if r["battle_id"] == second_id]
+    after = {r[0]: r[4] for r in en.predict(api_name="/leaderboard")[0]["data"]}
+    for name in (second["variant_a"], second["variant_b"]):
+        assert after[name] == votes_before.get(name, 0) + 1
 
 
 def test_refused_votes_through_the_api_change_nothing(served):
