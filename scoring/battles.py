@@ -28,7 +28,8 @@ MAX_BATTLES = 10_000  # and never more than this many are kept, oldest first out
 
 def variant_name(column: str, c) -> str:
     """The column at these controls (models/controls.py's Controls), as votes and the leaderboard name it:
-    "Model 1", "Soup w=0.50/0.50", "SLERP t=0.50", "TIES density=0.50", "dare_ties density=0.30 λ=1.20"."""
+    "Model 1", "Soup w=0.50/0.50", "SLERP t=0.50", "TIES d=0.50", "dare_ties d=0.30 λ=1.20". One string in every
+    language (the reveal, the leaderboard and the export share it), so its words are symbols, not labels."""
     if column in PARENTS:
         return f"Model {column[-1]}"
     if column == "soup":
@@ -42,10 +43,10 @@ def variant_name(column: str, c) -> str:
     if column == "ties":
         d1 = c.ties_density if c.ties_density1 is None else c.ties_density1
         d2 = c.ties_density if c.ties_density2 is None else c.ties_density2
-        parts = ["TIES", f"density={d1:.2f}" if d1 == d2 else f"density={d1:.2f}/{d2:.2f}"]
+        parts = ["TIES", f"d={d1:.2f}" if d1 == d2 else f"d={d1:.2f}/{d2:.2f}"]
         return " ".join(parts + _weights_and_lambda(c, "ties"))
     method = c.extra_method
-    parts = [method] + ([f"density={c.extra_density:.2f}"] if "density" in _reads(method) else [])
+    parts = [method] + ([f"d={c.extra_density:.2f}"] if "density" in _reads(method) else [])
     return " ".join(parts + _weights_and_lambda(c, method))
 
 

@@ -10,9 +10,9 @@ from scipy.optimize import minimize
 
 from scoring.leaderboard import ELO, PRIOR_TIES, Vote, leaderboard
 
-NAMES = ["Model 1", "Model 2", "SLERP t=0.50", "Soup w=0.50/0.50", "TIES density=0.50"]
+NAMES = ["Model 1", "Model 2", "SLERP t=0.50", "Soup w=0.50/0.50", "TIES d=0.50"]
 TRUE_ELO = {"Model 1": 1000.0, "Model 2": 1100.0, "SLERP t=0.50": 1050.0, "Soup w=0.50/0.50": 950.0,
-            "TIES density=0.50": 880.0}
+            "TIES d=0.50": 880.0}
 
 
 def synthetic(n: int, seed: int, ties: float = 0.0) -> list[Vote]:

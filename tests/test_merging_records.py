@@ -67,11 +67,11 @@ def test_the_extra_column_reads_what_its_record_says(method):
 def test_the_votes_names_follow_what_a_method_reads():
     c = Controls(question="q", ties_w1=0.5, ties_lambda=1.3, extra_density=0.3)
     name = {m: variant_name("extra", dataclasses.replace(c, extra_method=m)) for m in EXTRA_METHODS}
-    assert name["dare_ties"] == "dare_ties density=0.30 w=0.50/1.00 λ=1.30"
+    assert name["dare_ties"] == "dare_ties d=0.30 w=0.50/1.00 λ=1.30"
     assert name["task_arithmetic"] == "task_arithmetic w=0.50/1.00 λ=1.30"
     assert name["nuslerp"] == "nuslerp w=0.50/1.00"
     assert name["model_stock"] == "model_stock"
-    assert variant_name("ties", c) == "TIES density=0.50 w=0.50/1.00 λ=1.30"
+    assert variant_name("ties", c) == "TIES d=0.50 w=0.50/1.00 λ=1.30"
 
 
 def test_a_method_without_a_record_is_refused():

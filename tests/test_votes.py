@@ -219,11 +219,27 @@ def test_variant_names_follow_the_settings():
     c = Controls(question="q", soup_w1=0.3, soup_w2=0.9, slerp_t=0.25, ties_lambda=1.2, extra_method="dare_ties",
                  extra_density=0.3)
     assert [variant_name(col, c) for col in ("model1", "model2", "soup", "slerp", "ties", "extra")] == [
-        "Model 1", "Model 2", "Soup w=0.25/0.75", "SLERP t=0.25", "TIES density=0.50 λ=1.20",
-        "dare_ties density=0.30 λ=1.20"]
+        "Model 1", "Model 2", "Soup w=0.25/0.75", "SLERP t=0.25", "TIES d=0.50 λ=1.20",
+        "dare_ties d=0.30 λ=1.20"]
     scheduled = Controls(question="q", slerp_attn_schedule="[0, 1]", extra_method="model_stock")
     assert variant_name("slerp", scheduled) == "SLERP t=0.50 attn=[0, 1]"
     assert variant_name("extra", scheduled) == "model_stock"
+
+
+def test_variant_names_hold_no_words_of_either_language():
+    """A name is one string on Turkish and English pages alike (the reveal, the leaderboard, the export), so it
+    may not use a label of one language: "TIES density=0.50" put English on a Turkish page."""
+    from words import TEXT
+
+    def own_words(lang, other):
+        pieces = {p.strip(" ·:%()/.,;-=") for v in TEXT[lang].values() for p in v.replace("}", "{").split("{")[::2]}
+        return {p for p in pieces if len(p) >= 5 and p not in " ".join(TEXT[other].values())}
+
+    c = Controls(question="q", ties_density1=0.3, ties_density2=0.6, ties_lambda=1.2, ties_w1=0.5,
+                 extra_method="della", extra_density=0.3)
+    names = " | ".join(variant_name(col, c) for col in ("model1", "model2", "soup", "slerp", "ties", "extra"))
+    for lang, other in (("tr", "en"), ("en", "tr")):
+        assert not [p for p in own_words(lang, other) if p in names], (lang, names)
 
 
 def test_the_command_line_places_the_store_and_mirrors_it_when_the_owner_asks(tmp_path, monkeypatch):
