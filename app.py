@@ -4,7 +4,7 @@
     python app.py --preset turkish-gpt2-large --model1 ORG/QA --model2 ORG/INSTRUCT
     python app.py --check               # load and check the model set, print a summary, no UI
 
-This file is wiring only: the page in layout order (its controls from models/controls.py), small handlers,
+This file is wiring only: the page in layout order (its controls from serving/controls.py), small handlers,
 events at the end. What the page says lives in page/ (both languages), the work in models/ (loading, the weight
 bank, decoding, the comparison pipeline), merging/, scoring/ and prompts/.
 """
@@ -16,8 +16,8 @@ import sys
 import threading
 from dataclasses import dataclass, field
 
-from models.columns import COLUMNS, EXTRA, MERGED
 from scoring import turkish
+from serving.columns import COLUMNS, EXTRA, MERGED
 
 log = logging.getLogger("harman")
 
@@ -101,18 +101,18 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits(), prese
     import gradio as gr
     import pandas as pd
 
-    from models import saving
-    from models.comparison import Request
-    from models.controls import CONTROLS, LINK_KEYS, SWEEPABLE, controls_at, from_values
-    from models.requests import EXTRA_METHODS, RequestError, check_question, generation_settings, merge_specs
-    from page import links, question_set, views
-    from prompts import examples as examples_module
     from errors import Refusal
+    from models import saving
+    from page import links, question_set, views
     from page.tasks import Loading, Visitors, background
-    from words import TEXT, language, say
+    from prompts import examples as examples_module
     from scoring import morfbench
     from scoring import variants as scoring
     from scoring.heldout import HeldoutError, load_heldout
+    from serving.comparison import Request
+    from serving.controls import CONTROLS, LINK_KEYS, SWEEPABLE, controls_at, from_values
+    from serving.requests import EXTRA_METHODS, RequestError, check_question, generation_settings, merge_specs
+    from words import TEXT, language, say
 
     loading = comparison if isinstance(comparison, Loading) else Loading.done(comparison)
     preset = preset or loading.get().model_set.preset
@@ -695,10 +695,10 @@ def main(argv=None) -> int:
         print(f"harman: {err}", file=sys.stderr)
         return 2
 
-    from models.comparison import Comparison
-    from models.threads import confine, parallel
     from page.tasks import Loading
     from prompts import examples
+    from serving.comparison import Comparison
+    from serving.threads import confine, parallel
 
     def load():
         models = load_model_set(args, preset)
@@ -726,7 +726,7 @@ def main(argv=None) -> int:
     # The page is built from the preset and served first; the models load in a thread once it is up (started
     # earlier, the two would share one interpreter lock and both be late). A question asked meanwhile waits.
     loading = Loading(load, failed)
-    confine()  # one long-lived thread on every core, the decoding loop (models/threads.py)
+    confine()  # one long-lived thread on every core, the decoding loop (serving/threads.py)
     try:
         votes = open_votes(args)
     except ValueError as err:

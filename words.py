@@ -392,7 +392,7 @@ def labels() -> dict[str, dict[str, str]]:
     return TEXT
 
 
-# The question set (page/question_set.py, models/question_set.py): the seed's results table, live.
+# The question set (page/question_set.py, serving/question_set.py): the seed's results table, live.
 QUESTION_SET: dict[str, dict[str, str]] = {
     "tr": {
         "set_title": "Soru seti: her sütun birkaç soruyu birden cevaplar",

@@ -34,10 +34,18 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 from models.bank import WeightBank
-from models.batched import BankedLinear, BankedLayerNorm, BankedRMSNorm, Mix, Recipe, Rows, batched_model, \
-    selected_rows
-from models.columns import FIXED, MERGED
-from models.generation import GenerationSettings, generate
+from serving.batched import (
+    BankedLayerNorm,
+    BankedLinear,
+    BankedRMSNorm,
+    Mix,
+    Recipe,
+    Rows,
+    batched_model,
+    selected_rows,
+)
+from serving.columns import FIXED, MERGED
+from serving.generation import GenerationSettings, generate
 
 COLUMNS = FIXED  # the parents and the merged columns every request has
 MODES = ("merge-free", "batched", "threads", "sequential")
@@ -338,8 +346,8 @@ def preset_bank(name: str):
     """A preset's model set at the page's default settings: Soup and SLERP as coefficients (merge-free) and, for
     the other modes, all three merges materialised in pool slices; held for reading."""
     from models import model_set, presets
-    from models.comparison import Comparison
-    from models.requests import Controls, merge_specs
+    from serving.comparison import Comparison
+    from serving.requests import Controls, merge_specs
 
     models = model_set.load(presets.load(name))
     comparison = Comparison(models)

@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 
 from models import model_set, presets, saving
-from models.columns import FIXED
-from models.comparison import Comparison
-from models.requests import Controls, merge_specs
 from scoring import morfbench
+from serving.columns import FIXED
+from serving.comparison import Comparison
+from serving.requests import Controls, merge_specs
 
 COLUMNS = list(FIXED)  # the parents and the merged columns every request has
 

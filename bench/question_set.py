@@ -19,18 +19,18 @@ import statistics
 import time
 from dataclasses import asdict, replace
 
-from models.columns import FIXED as COLUMNS
+from serving.columns import FIXED as COLUMNS
 
 
 def controls(new_tokens: int):
-    from models.controls import Controls
+    from serving.controls import Controls
 
     return Controls(question="", max_new_tokens=new_tokens, greedy=True)
 
 
 def one_by_one(comparison, questions, specs, settings) -> tuple[float, float, list]:
     """Each question in turn: wall time, the first question's time to its first token, the answers."""
-    from models.comparison import Request
+    from serving.comparison import Request
 
     started, first, answers = time.perf_counter(), None, []
     for question in questions:
@@ -42,7 +42,7 @@ def one_by_one(comparison, questions, specs, settings) -> tuple[float, float, li
 
 
 def as_set(comparison, questions, specs, settings) -> tuple[float, float, list]:
-    from models import question_set as sets
+    from serving import question_set as sets
 
     started, first = time.perf_counter(), None
     for snap in sets.run_set(comparison, sets.SetRequest(tuple(questions), COLUMNS, specs, settings)):
@@ -58,7 +58,7 @@ def prefill(comparison, questions, specs, settings, rounds: int = 3) -> dict:
     import torch
     from transformers import DynamicCache
 
-    from models.batched import Rows, selected_rows
+    from serving.batched import Rows, selected_rows
 
     loop, bank = comparison.loop, comparison.model_set.bank
     same: dict = {}  # which slices are bitwise equal, found once (as the loop keeps it), not in every timing
@@ -71,7 +71,7 @@ def prefill(comparison, questions, specs, settings, rounds: int = 3) -> dict:
             ids = torch.tensor([[0] * (longest - len(r)) + r for r in rows_ids])
             mask = torch.tensor([[0] * (longest - len(r)) + [1] * len(r) for r in rows_ids])
             positions = (mask.cumsum(1) - 1).clamp(min=0)
-            with selected_rows(Rows(recipe_rows, bank.device, same=same, versions=comparison.versions,
+            with selected_rows(Rows(recipe_rows, bank.device, same=same, versions=bank.versions,
                                          frozen=bank.frozen)), \
                     torch.inference_mode():
                 loop.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
@@ -96,10 +96,10 @@ def prefill(comparison, questions, specs, settings, rounds: int = 3) -> dict:
 
 def in_process(args) -> dict:
     from models import model_set, presets
-    from models.comparison import Comparison
-    from models.requests import generation_settings, merge_specs
-    from models.threads import confine, parallel
     from prompts import examples
+    from serving.comparison import Comparison
+    from serving.requests import generation_settings, merge_specs
+    from serving.threads import confine, parallel
 
     parallel()
     preset = presets.load(args.preset)

@@ -40,7 +40,7 @@ def densities(releases: int) -> list[float]:
 
 
 def controls(density: float, new_tokens: int):
-    from models.requests import Controls
+    from serving.requests import Controls
 
     return Controls(question=QUESTION, ties_density=density, max_new_tokens=new_tokens, greedy=True,
                     repetition_penalty=1.0)
@@ -93,7 +93,7 @@ class PlainScript:
 
 def worker(preset: str) -> None:
     from models import model_set, presets
-    from models.requests import merge_specs
+    from serving.requests import merge_specs
 
     merge = in_process_merger(model_set.load(presets.load(preset), pool=1))
     merge(merge_specs(controls(FIRST_DENSITY, 1))["ties"])

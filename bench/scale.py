@@ -30,7 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-from models.columns import COLUMNS
+from serving.columns import COLUMNS
 
 ROOT = Path(__file__).resolve().parent.parent
 SHAPES = dict(n_layer=36, n_embd=1280, n_head=20, n_positions=1024, vocab_size=50257)
@@ -218,9 +218,9 @@ def connect(proc, port: int):
 def in_process(folders: dict[str, Path], dtype: str, device: str, new_tokens: int, density: float) -> dict:
     """The same model set in this process: load, plan against resident memory, a first request, one TIES merge."""
     from models import model_set, presets
-    from models.comparison import Comparison, Request
-    from models.requests import Controls, generation_settings, merge_specs
-    from models.threads import confine, in_parallel_thread, parallel
+    from serving.comparison import Comparison, Request
+    from serving.requests import Controls, generation_settings, merge_specs
+    from serving.threads import confine, in_parallel_thread, parallel
 
     before = status_kib("self", "VmRSS") / 2**20
     preset = presets.load("default", overrides={"base": str(folders["base"]), "model1": str(folders["model1"]),

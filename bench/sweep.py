@@ -14,10 +14,10 @@ import time
 import torch
 
 from models import model_set, presets
-from models.comparison import Comparison
-from models.requests import Controls
 from scoring import variants as scoring
 from scoring.heldout import load_heldout
+from serving.comparison import Comparison
+from serving.requests import Controls
 
 
 def main(argv=None) -> None:

@@ -14,13 +14,13 @@ import json
 import time
 
 from models import model_set, presets
-from models.columns import FIXED
-from models.comparison import Comparison
-from models.finetune import TASKS, read_pairs
-from models.generation import greedy_settings
-from models.requests import Controls, merge_specs
 from prompts import examples, formats
 from scoring import turkish
+from serving.columns import FIXED
+from serving.comparison import Comparison
+from serving.generation import greedy_settings
+from serving.requests import Controls, merge_specs
+from training.finetune import TASKS, read_pairs
 
 COLUMNS = FIXED  # the parents and the merged columns every request has
 

@@ -30,7 +30,7 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from models.columns import COLUMNS, MERGED
+from serving.columns import COLUMNS, MERGED
 
 ROOT = Path(__file__).resolve().parent.parent
 ANSWERS = slice(1 + len(COLUMNS), 1 + 2 * len(COLUMNS))
@@ -39,8 +39,8 @@ TOKENS = re.compile(r"^(\d+) token")
 
 
 def user_controls(i: int, new_tokens: int, own_ties: bool):
-    from models.requests import Controls
     from prompts import examples
+    from serving.requests import Controls
 
     questions = examples.questions()
     soup = 0.2 + 0.12 * i
@@ -171,13 +171,12 @@ def in_process(preset: str, new_tokens: int, users: list, own_ties_users: list) 
 
     from bench.generate import COLUMNS, run_mode, step_bytes
     from models import model_set, presets
-    from models.comparison import Comparison, Request
-    from models.generation import GenerationSettings
-    from models.requests import generation_settings, merge_specs
+    from serving.comparison import Comparison, Request
+    from serving.generation import GenerationSettings
+    from serving.requests import generation_settings, merge_specs
+    from serving.threads import confine, in_parallel_thread
 
-    from models.threads import confine, in_parallel_thread
-
-    # Threads as the server has them (models/threads.py): this one on one core; the load, the reference and the
+    # Threads as the server has them (serving/threads.py): this one on one core; the load, the reference and the
     # decoding loop each on both, and never two of them alive at once.
     torch.set_num_threads(2)
     confine()

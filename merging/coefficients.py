@@ -4,7 +4,7 @@ Linear (model soups), SLERP, NuSLERP (whole tensors), task arithmetic and model 
 ``c_base·base + c_1·model1 + c_2·model2`` into every tensor, with scalar coefficients that depend only on the
 spec and on figures of the parents measured once (their Gram matrix: SLERP's and NuSLERP's angles, model stock's
 cosine). A layer that is linear in its weights then computes the merged layer's output as the same weighted sum
-of the parents' outputs, so such a merge needs no merged copy at all (models/batched.py reads the coefficients).
+of the parents' outputs, so such a merge needs no merged copy at all (serving/batched.py reads the coefficients).
 
 Each method's rule is in its record (merging/methods.py: Method.rule, next to the method's math).
 ``coefficients()`` gives them, in microseconds once the figures are measured; ``materialise()`` writes the same
@@ -24,6 +24,7 @@ from merging.methods import METHODS
 from merging.parents import ParentStats, parent_stats
 from merging.schedule import layer_position
 from merging.spec import MergeSpec
+
 
 class ParentFigures:
     """The two fine-tunes' Gram figures per tensor, plain or relative to the base (task vectors), measured on

@@ -5,7 +5,7 @@ signature, so they are written down once), its family and how it prepares one te
 how many models they merge, whether it is a weighted sum of its inputs (merge-free: merging/coefficients.py reads
 its rule) or materialised, the page's inputs it reads, its name on the page, and how the
 mergekit export writes it. The merge engine (merging/apply.py, task_vectors.py, coefficients.py, export.py),
-request validation (models/requests.py) and the column titles (page/views.py) read these records: adding a method
+request validation (serving/requests.py) and the column titles (page/views.py) read these records: adding a method
 is one record here and its math.
 """
 
@@ -22,7 +22,7 @@ PER_MODEL = frozenset({"weight", "density", "gamma", "epsilon"})
 _YAML_NAMES = {"lambda_": "lambda"}
 _PYTHON_NAMES = {yaml: python for python, yaml in _YAML_NAMES.items()}
 FAMILIES = ("interpolation", "task_vectors", "model_stock")
-# The inputs a column of the page sets (models/requests.py maps them to the page's controls); "epsilon" follows
+# The inputs a column of the page sets (serving/requests.py maps them to the page's controls); "epsilon" follows
 # from the density there, the page having no epsilon control.
 PAGE_INPUTS = ("weight", "t", "density", "epsilon", "lambda", "seed")
 

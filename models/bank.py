@@ -1,8 +1,8 @@
 """The weight bank: every variant of one model, held once.
 
 For each parameter name one tensor ``[V, *shape]`` on the model's device: slice 0 the base, 1 Model 1, 2 Model 2,
-then the slices that materialised merges are written into (models/pool.py). The merge engine writes them in place
-through ``slice()``; per-variant Hugging Face modules (``module()``) and the batched forward (models/batched.py)
+then the slices that materialised merges are written into (serving/pool.py). The merge engine writes them in place
+through ``slice()``; per-variant Hugging Face modules (``module()``) and the batched forward (serving/batched.py)
 read the same memory. Merged slices are left unwritten until their first merge: on a CPU their memory is not
 even touched (the allocator maps it lazily), so an unused slice costs nothing.
 """
@@ -25,6 +25,9 @@ class WeightBank:
         self.variants = list(variants)
         self.tensors = tensors
         self.frozen = frozen  # the first slices (the parents) are never written after build()
+        # Each slice's version: bumped when a merge rewrites it (serving/pool.py), so that what the batched
+        # forward found about a slice (which slices are bitwise equal) is found anew.
+        self.versions = [0] * len(self.variants)
         self._modules: dict[str, PreTrainedModel] = {variants[0]: template}
         self._modules_lock = threading.Lock()  # module() is called from several request threads
 
@@ -68,6 +71,10 @@ class WeightBank:
         if variant not in self.variants:
             raise KeyError(f"variant {variant!r} is not in the weight bank; it holds {self.variants}")
         return self.variants.index(variant)
+
+    def rewritten(self, variant: str) -> None:
+        """A merge has written this variant's slice: its version changes."""
+        self.versions[self.index(variant)] += 1
 
     def slice(self, variant: str) -> dict[str, torch.Tensor]:
         """Writable views of one variant's weights, by parameter name."""

@@ -5,9 +5,9 @@ A model set holds, on every device its weights sit on (one, or several under a d
 - room to run: the interpreter's later growth, and one request's six columns of key/value cache at the model's
   full context (more visitors at once add theirs on top, which is why it is kept apart from the weights);
 - the pool: ``--pool`` slices for materialised merges (TIES, DARE, ...), a model copy each, written when first
-  used (models/pool.py);
+  used (serving/pool.py);
 - on a CPU in float32, the oneDNN-packed copies of the parents' slices that many rows read at once
-  (models/batched.py: PACKED), made when several visitors first decode together.
+  (PACKED below; serving/batched.py reads them), made when several visitors first decode together.
 The bank, the room to run and one pool slice must fit, or the start is refused with what to do. Then the packed
 copies, which speed every step of several visitors' answers, if they fit; then the pool grows towards
 ``--pool`` as far as the memory allows, since a further slice only spares a re-merge while visitors hold
@@ -27,6 +27,9 @@ from pathlib import Path
 GIB = 2**30
 RUNTIME_BYTES = GIB // 2  # the interpreter's growth after start: Gradio's sessions, tokenizers, scratch
 CACHE_ROWS = 6  # one request's columns, each a row of key/value cache
+# When the batched forward (serving/batched.py) reads a parent's CPU float32 slice through a oneDNN-packed copy:
+# at least this many rows at once and a weight of at least this many bytes (the figures are there).
+PACKED = ((4, 64 * 2**20), (6, 2**20))  # (rows at least, bytes at least)
 
 
 class MemoryPlanError(ValueError):

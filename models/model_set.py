@@ -13,14 +13,13 @@ import torch
 
 from models import compat, memory, sources
 from models.bank import WeightBank
-from models.batched import PACKED
 from models.presets import Preset, PresetError
 from prompts import formats
 
 log = logging.getLogger(__name__)
 
 PARENTS = ("base", "model1", "model2")
-# Bank slices for materialised merges (models/pool.py): the page's TIES column and a sparsifying extra column for
+# Bank slices for materialised merges (serving/pool.py): the page's TIES column and a sparsifying extra column for
 # two visitors at once. Soup and SLERP columns need none (merge-free), and an unused slice costs no memory.
 POOL_SIZE = 4
 
@@ -69,12 +68,12 @@ class ModelSet:
         return "\n".join(lines + ([self.plan.summary()] if self.plan else []))
 
     def _packed_line(self) -> list[str]:
-        """The oneDNN-packed copies a CPU decoding in float32 may add (models/batched.py: PACKED)."""
+        """The oneDNN-packed copies a CPU decoding in float32 may add (memory.PACKED, read by serving/batched.py)."""
         if torch.device(self.device).type != "cpu" or self.dtype != torch.float32:
             return []
         sizes = [t[0].numel() * t.element_size() for t in self.bank.tensors.values()]
         parts, counted = [], 0.0  # a tensor gets one copy, under the first rule that covers it
-        for rows, least in sorted(PACKED, key=lambda rule: -rule[1]):
+        for rows, least in sorted(memory.PACKED, key=lambda rule: -rule[1]):
             covered = sum(n for n in sizes if n >= least)
             parts.append(f"{(covered - counted) / 2**30:.2f} GiB {'more ' if counted else ''}of tensors of "
                          f"{least / 2**20:.0f} MiB or more read by {rows}+ rows")
@@ -148,7 +147,7 @@ def load(preset: Preset, pool: int = POOL_SIZE, available: dict[str, int] | None
     sized = plan_memory(template, options.dtype, pool, available, resident)
     bank = WeightBank.build(template, {r: weights.pop(r) for r in PARENTS}, pool_variants(sized.pool), fill=False)
     if not sized.packed:
-        bank.frozen = 0  # models/batched.py packs only frozen slices: none, as the plan has no room for them
+        bank.frozen = 0  # serving/batched.py packs only frozen slices: none, as the plan has no room for them
     config = template.config
     return ModelSet(
         preset=preset,
@@ -180,7 +179,7 @@ def plan_memory(template, dtype: torch.dtype, pool: int, available: dict[str, in
     """The memory plan for banking this template's weights (per device they sit on), logged in a line."""
     sizes: dict[str, int] = {}
     packable: dict[str, int] = {}
-    least = min(size for _, size in PACKED)
+    least = min(size for _, size in memory.PACKED)
     for p in dict(template.named_parameters()).values():  # a tied weight once, as the bank holds it
         where, n = str(p.device), p.numel() * p.element_size()
         sizes[where] = sizes.get(where, 0) + n

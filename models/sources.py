@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from models import gguf_cache
 from errors import SourceError
+from models import gguf_cache
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ def fold_adapter(base_model, source: str):
     if not (folder / "adapter_config.json").is_file():
         raise SourceError(
             f"source {source!r}: no adapter_config.json in {folder}; train it with "
-            f"`python -m models.finetune` or point at an existing adapter folder"
+            f"`python -m training.finetune` or point at an existing adapter folder"
         )
     log.info("folding LoRA adapter %s into a copy of the base", folder)
     tuned = PeftModel.from_pretrained(copy.deepcopy(base_model), folder)

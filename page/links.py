@@ -1,10 +1,10 @@
-"""Shared links: the page's controls as URL query keys (models/controls.py names them), and back."""
+"""Shared links: the page's controls as URL query keys (serving/controls.py names them), and back."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from models.controls import CONTROLS
+from serving.controls import CONTROLS
 
 
 def values_from_query(query: Mapping[str, str], defaults: Mapping[str, object], keep) -> list:

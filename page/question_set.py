@@ -3,7 +3,7 @@ per question, a column per variant: the seed experiment's results table), with w
 (cells that repeat another column's, the Turkish check per column, SLERP's fallback share) and downloads.
 
 ``build`` makes the components in layout order; ``handlers`` makes the named handlers, which return their
-outputs by component; app.py wires them in one block. The work is models/question_set.py's.
+outputs by component; app.py wires them in one block. The work is serving/question_set.py's.
 """
 
 
@@ -12,9 +12,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from models import question_set as sets
-from models import controls as table
 from page import links, views
+from scoring import question_set as set_scores
+from serving import controls as table
+from serving import question_set as sets
 from words import language, say
 
 GRID_STYLE = ("border-collapse:collapse;width:100%;table-layout:fixed;font-size:0.9em")
@@ -109,7 +110,7 @@ def summary_markdown(snapshot: sets.SetSnapshot, names: dict[str, str], lang: st
     """A line per column over the set: the Turkish check, repetition, answers that repeat an earlier column's,
     and SLERP's linear-fallback share (why Soup and SLERP agree on a LoRA pair)."""
     lines = []
-    for s in sets.summaries(snapshot):
+    for s in set_scores.summaries(snapshot):
         parts = []
         if s.word_share is not None:
             parts.append(say(lang, "turkish_words", share=100 * s.word_share, n=s.words_checked,
@@ -154,7 +155,7 @@ def handlers(part: QuestionSetPart, *, loading, preset, limits, visitors, column
     """The question set's handlers, by name. ``refused(err, lang)`` is the page's error for a refusal."""
     import gradio as gr
 
-    from models.requests import generation_settings, merge_specs
+    from serving.requests import generation_settings, merge_specs
 
     def shown(snap, c, lang, final: bool, memo: dict) -> dict:
         names = {n: views.column_name(n, preset, lang, c.extra_method) for n in columns}

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from errors import Refusal
-from models.threads import parallel
+from serving.threads import parallel
 
 
 class Visitors:
@@ -73,7 +73,7 @@ def background(work: Callable[[Callable[[float, object], None]], object], cancel
         state.update(fraction=fraction, what=what)
 
     def target():
-        parallel()  # this thread ends with the work, and its threads with it (models/threads.py)
+        parallel()  # this thread ends with the work, and its threads with it (serving/threads.py)
         try:
             out["result"] = work(report)
         except BaseException as err:  # handed to the request thread below
@@ -119,7 +119,7 @@ class Loading:
         return loading
 
     def _run(self, load, on_error) -> None:
-        parallel()  # this thread ends with the load (models/threads.py)
+        parallel()  # this thread ends with the load (serving/threads.py)
         try:
             self._value = load()
         except BaseException as err:  # handed to every waiting request, and to the owner through on_error

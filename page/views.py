@@ -6,10 +6,10 @@ from __future__ import annotations
 import math
 
 from merging import METHODS
-from models.columns import COLUMN_METHODS, PARENTS
-from models.controls import follows
-from words import say
 from scoring import turkish
+from serving.columns import COLUMN_METHODS, PARENTS
+from serving.controls import follows
+from words import say
 
 # The merged columns' names: their methods' (merging/methods.py: Method.display).
 METHOD_NAMES = {column: METHODS[method].title for column, method in COLUMN_METHODS.items()}

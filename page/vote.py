@@ -21,14 +21,14 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from models.columns import COLUMNS, PARENTS
-from models.comparison import Request
-from models.controls import from_values
-from models.requests import RequestError, check_question, generation_settings, merge_specs
 from page import views
-from words import language, say
 from scoring.battles import Side, variant_name
 from scoring.leaderboard import CHOICES, leaderboard
+from serving.columns import COLUMNS, PARENTS
+from serving.comparison import Request
+from serving.controls import from_values
+from serving.requests import RequestError, check_question, generation_settings, merge_specs
+from words import language, say
 
 log = logging.getLogger("harman.vote")
 BOARD_COLUMNS = ("variant", "score", "ci_low", "ci_high", "votes", "wins", "ties", "both_bad", "losses")

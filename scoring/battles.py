@@ -16,10 +16,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from merging.methods import METHODS, PAGE_INPUTS
-from models.columns import PARENTS
 from errors import Refusal
+from merging.methods import METHODS, PAGE_INPUTS
 from scoring.leaderboard import CHOICES
+from serving.columns import PARENTS
 
 RATE_WINDOW_S = 60.0
 BATTLE_TTL_S = 3600.0  # a battle not voted on within the hour is forgotten
@@ -27,7 +27,7 @@ MAX_BATTLES = 10_000  # and never more than this many are kept, oldest first out
 
 
 def variant_name(column: str, c) -> str:
-    """The column at these controls (models/controls.py's Controls), as votes and the leaderboard name it:
+    """The column at these controls (serving/controls.py's Controls), as votes and the leaderboard name it:
     "Model 1", "Soup w=0.50/0.50", "SLERP t=0.50", "TIES d=0.50", "dare_ties d=0.30 λ=1.20". One string in every
     language (the reveal, the leaderboard and the export share it), so its words are symbols, not labels."""
     if column in PARENTS:

@@ -22,10 +22,10 @@ from typing import Callable, Sequence
 import torch
 from transformers import DynamicCache
 
-from models.batched import Mix, Recipe, Rows, batched_model, selected_rows
 from errors import Refusal
-from models.requests import RequestError, merge_specs
 from scoring.perplexity import Cancelled
+from serving.batched import Mix, Recipe, Rows, batched_model, selected_rows
+from serving.requests import RequestError, merge_specs
 
 NAME, CHOICE = "TurkMorfBench", "turkmorfbench"  # as Scores offers it next to the held-out sets, and its value
 PROMPT = "Kelime: %s\nÇekimli biçim: "  # the package's ISTEM % (stem, "")

@@ -14,20 +14,20 @@ import threading
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
-from models.comparison import Comparison
-from models.generation import greedy_settings
-from models.controls import SWEEPABLE, Controls, controls_at
 from errors import Refusal
-from models.requests import RequestError, merge_specs
 from prompts import formats
+from scoring import turkish
 from scoring.heldout import HeldoutSet
 from scoring.metrics import score_texts
 from scoring.perplexity import Cancelled, perplexity
-from scoring import turkish
 from scoring.sweep import SweepResult, greedy_soup, linspace_points, sweep
+from serving.comparison import Comparison
+from serving.controls import SWEEPABLE, Controls, controls_at
+from serving.generation import greedy_settings
+from serving.requests import RequestError, merge_specs
 
 # What a sweep can vary, SWEEPABLE: (column it re-merges, lowest value, highest value) by the control's name,
-# from the page's table of controls (models/controls.py); imported here for the page and the benches.
+# from the page's table of controls (serving/controls.py); imported here for the page and the benches.
 
 
 def user_message(row) -> str:

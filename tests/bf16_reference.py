@@ -19,8 +19,16 @@ import torch
 from merging import MergeSpec, merge_model
 from merging.coefficients import ParentFigures, coefficients
 from models.bank import WeightBank
-from models.batched import BankedEmbedding, BankedLayerNorm, BankedLinear, BankedRMSNorm, Mix, Rows, \
-    batched_model, selected_rows
+from serving.batched import (
+    BankedEmbedding,
+    BankedLayerNorm,
+    BankedLinear,
+    BankedRMSNorm,
+    Mix,
+    Rows,
+    batched_model,
+    selected_rows,
+)
 from tests.test_bank import MERGED, PARENTS, tiny_bank, tiny_model
 
 # Every check runs on the CPU here and on a CUDA device when one is present.

@@ -10,7 +10,7 @@ from gradio_client import Client
 
 import app
 from models import model_set, presets
-from models.comparison import Comparison
+from serving.comparison import Comparison
 from tests import tiny_models
 
 QUESTION = "Dünyanın en soğuk yeri neresidir?"
@@ -178,8 +178,8 @@ def test_cancelled_job_stops_generation_and_releases_the_variants(served):
 
 
 def test_stop_event_ends_every_column_within_a_second(served):
-    from models.comparison import Request
-    from models.requests import Controls, generation_settings, merge_specs
+    from serving.comparison import Request
+    from serving.requests import Controls, generation_settings, merge_specs
 
     _, comparison = served
     controls = Controls(question="Uzun bir hikâye anlat.", max_new_tokens=64, slerp_t=0.55, greedy=True)

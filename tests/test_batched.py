@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from models import batched
-from models.batched import BankedLinear, Rows, UnsupportedModel, batched_model, selected_rows
-from models.generation import GenerationSettings, generate
+from serving import batched
+from serving.batched import BankedLinear, Rows, UnsupportedModel, batched_model, selected_rows
+from serving.generation import GenerationSettings, generate
 from tests.test_bank import ARCHS, PROMPT, logits, one_thread, tiny_bank, tiny_model  # noqa: F401 (one_thread: autouse)
 
 
@@ -84,7 +84,7 @@ def test_unknown_parameterised_module_falls_back_to_one_thread_per_variant(caplo
     with pytest.raises(UnsupportedModel, match=r"lm_head \(ScaledHead\) holds parameters \['weight'\]"):
         batched_model(bank)
     settings = GenerationSettings(max_new_tokens=6, greedy=True)
-    with caplog.at_level(logging.WARNING, logger="models.generation"):
+    with caplog.at_level(logging.WARNING, logger="serving.generation"):
         fallback = generate(bank, ["model1", "soup"], PROMPT, settings, {}, batched=True)
     assert "lm_head (ScaledHead)" in caplog.text
     threads = generate(bank, ["model1", "soup"], PROMPT, settings, {}, batched=False)

@@ -8,12 +8,21 @@ import torch
 import merging.chunks
 import merging.selection
 from merging import MergeSpec, merge_model
-from models import threads
-from models.batched import Rows, batched_model, selected_rows
-from models.decoding_loop import DecodingLoop, Job
-from models.generation import GenerationSettings, generate
-from tests.bf16_reference import DEVICES, Family, Tally, assert_banked_rows_compute_as_their_modules, \
-    assert_greedy_within_noise, assert_rounded_once, float32_noise, forward, merge_into
+from serving import threads
+from serving.batched import Rows, batched_model, selected_rows
+from serving.decoding_loop import DecodingLoop, Job
+from serving.generation import GenerationSettings, generate
+from tests.bf16_reference import (
+    DEVICES,
+    Family,
+    Tally,
+    assert_banked_rows_compute_as_their_modules,
+    assert_greedy_within_noise,
+    assert_rounded_once,
+    float32_noise,
+    forward,
+    merge_into,
+)
 from tests.test_bank import PROMPT, one_thread  # noqa: F401 (one_thread: autouse)
 from tests.test_merging_coefficients import SPECS
 from tests.test_merging_methods import family

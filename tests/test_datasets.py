@@ -7,7 +7,7 @@ import pytest
 
 from prompts import examples
 from scoring.metrics import turkish_lower
-from models.finetune import DATA, TASKS
+from training.finetune import DATA, TASKS
 
 COLUMNS = {"qa": ["soru", "insan", "makine"], "instructions": ["talimat", "giris", "cikti"]}
 MAY_BE_EMPTY = {"giris"}

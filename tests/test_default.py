@@ -6,14 +6,15 @@ import json
 import pytest
 import torch
 
-from models import finetune, gguf_cache, model_set, presets
-from models.generation import GenerationSettings, generate
+from models import gguf_cache, model_set, presets
 from prompts import formats
+from serving.generation import GenerationSettings, generate
+from training import finetune
 
 PRESET = presets.load("default", environ={})
 ADAPTERS = {task: finetune.adapter_dir(PRESET, task) for task in finetune.TASKS}
 pytestmark = pytest.mark.skipif(not all((a / "adapter_model.safetensors").is_file() for a in ADAPTERS.values()),
-                                reason="the default adapters are not trained yet (python -m models.finetune)")
+                                reason="the default adapters are not trained yet (python -m training.finetune)")
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +67,8 @@ def test_adapter_cards_record_their_data_and_losses():
 def test_default_columns_answer_alike_batched_and_alone(default_set):
     """Greedy answers of all five columns in the decoding loop (Soup and SLERP merge-free) equal each column's
     materialised merge generating alone on its own module."""
-    from models.comparison import Comparison
-    from models.requests import Controls, merge_specs
+    from serving.comparison import Comparison
+    from serving.requests import Controls, merge_specs
 
     comparison = Comparison(default_set)
     ms = default_set

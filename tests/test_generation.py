@@ -10,7 +10,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from models.generation import GenerationSettings, QueueStreamer, generate
+from serving.generation import GenerationSettings, QueueStreamer, generate
 from tests.test_bank import ARCHS, PROMPT, one_thread, tiny_bank, tiny_model  # noqa: F401 (one_thread: autouse)
 
 ALL = ("base", "model1", "model2", "soup", "slerp", "ties")
@@ -210,7 +210,7 @@ def test_the_streamed_text_is_the_whole_answer_decoded_at_every_token(text):
     """The streamer decodes only the new tokens, yet shows what decoding the whole answer shows."""
     from queue import Queue
 
-    from models.generation import QueueStreamer
+    from serving.generation import QueueStreamer
     from tests import tiny_models
 
     tok = tiny_models.tokenizer()

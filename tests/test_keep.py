@@ -6,13 +6,13 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from models import model_set, presets, saving
-from models.comparison import Comparison
-from models.generation import GenerationSettings, generate
-from models.requests import Controls, RequestError, merge_specs
 from page import views
 from scoring import turkish
 from scoring import variants as scoring
 from scoring.heldout import load_heldout
+from serving.comparison import Comparison
+from serving.generation import GenerationSettings, generate
+from serving.requests import Controls, RequestError, merge_specs
 from tests import tiny_models
 from tests.mergekit_oracle import assert_close, run_mergekit_yaml
 
@@ -141,7 +141,7 @@ def test_turkish_figures_pool_words_and_average_repeats():
 
 
 def test_a_finished_columns_footer_carries_the_turkish_check():
-    from models.comparison import Column
+    from serving.comparison import Column
 
     looped = "gök cisimlerinden biri olan gök cisimlerinden biri olan gök cisimlerinden biri"
     done = Column("soup", text=looped, n_tokens=12, seconds=1.0, done=True)
@@ -155,7 +155,7 @@ def test_a_finished_columns_footer_carries_the_turkish_check():
 
 
 def test_a_footer_counts_the_words_it_judged_and_says_how_the_answer_ended():
-    from models.comparison import Column
+    from serving.comparison import Column
 
     question = "Dünyanın en soğuk yeri neresidir?"
     misspelt = Column("model1", text="Dünyanın en soğuk yeri Alaska'dir.", n_tokens=12, seconds=1.0, done=True,

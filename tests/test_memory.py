@@ -6,9 +6,9 @@ import torch
 
 import app
 from models import memory, model_set
-from models.comparison import Comparison, Request
-from models.requests import Controls, generation_settings, merge_specs
 from page import views
+from serving.comparison import Comparison, Request
+from serving.requests import Controls, generation_settings, merge_specs
 from tests import tiny_models
 from tests.test_model_set import preset_for
 

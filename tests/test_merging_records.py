@@ -8,11 +8,11 @@ import torch
 
 from merging import EXTRA_METHODS, METHODS, MergeSpec, merge_model, to_mergekit_yaml
 from merging.coefficients import ParentFigures, coefficients, materialise, merge_free
-from models.columns import COLUMN_METHODS, COLUMNS, FIXED, MERGED, request_columns
-from models.controls import Controls
-from models.requests import RequestError, extra_spec, merge_specs
 from page import views
 from scoring.battles import variant_name
+from serving.columns import COLUMN_METHODS, COLUMNS, FIXED, MERGED, request_columns
+from serving.controls import Controls
+from serving.requests import RequestError, extra_spec, merge_specs
 from tests.test_merging_apply import LAYERS, family, sentinel
 
 

@@ -7,9 +7,9 @@ import torch
 
 from merging import MergeSpec, merge_model
 from merging.coefficients import ParentFigures, coefficients
-from models import batched
-from models.batched import Mix, Rows, batched_model, selected_rows
-from models.generation import GenerationSettings, generate
+from serving import batched
+from serving.batched import Mix, Rows, batched_model, selected_rows
+from serving.generation import GenerationSettings, generate
 from tests.bf16_reference import DEVICES, Family, assert_mixed_rows_round_once
 from tests.test_bank import ARCHS, PROMPT, logits, one_thread, tiny_bank  # noqa: F401 (autouse)
 from tests.test_merging_coefficients import SPECS
@@ -93,7 +93,7 @@ def test_bfloat16_mixed_rows_give_the_float32_merge_rounded_once(arch, label, de
 
     Comparing logits could not show it: every bfloat16 activation rounds by as much, and a tolerance of twice
     the bfloat16 merge's logit error let coefficient errors of 0.3-3% pass or fail by seed. Layer by layer the
-    check is exact but for a few elements in a thousand. Shown to fail, with models/batched.py edited:
+    check is exact but for a few elements in a thousand. Shown to fail, with serving/batched.py edited:
     - the products mixed in bfloat16 (``(mixing.to(x.dtype) @ flat)`` in _mixed_matmul): all 20 cases here;
     - norm vectors and biases mixed in bfloat16 (``sum(c * bank[s] ...)`` in _per_row): all 20; with bfloat16
       coefficients in float32 arithmetic, 19 (Gemma's soup gives the same bits: its parents' gains lie on one

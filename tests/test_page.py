@@ -8,9 +8,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from models import controls as table
-from models.controls import CONTROLS, Control
 from page import links, tasks
+from serving import controls as table
+from serving.controls import CONTROLS, Control
 from words import TEXT, language, say
 
 
@@ -107,12 +107,13 @@ def test_background_work_keeps_the_handler_yielding_and_a_closed_handler_cancels
 
 
 def test_a_new_control_row_reaches_the_page_the_api_the_link_and_the_sweep_list(monkeypatch, tmp_path):
-    """One row in models/controls.py: a slider on the page, a parameter of the compare endpoint, a key of the
+    """One row in serving/controls.py: a slider on the page, a parameter of the compare endpoint, a key of the
     shared link and a choice of the sweep, with no other edit."""
     import app
-    from models import model_set, presets, requests
-    from models.comparison import Comparison
+    from models import model_set, presets
     from scoring import variants
+    from serving import requests
+    from serving.comparison import Comparison
     from tests import tiny_models
 
     row = Control("slerp_t_extra", "slider", 0.25, "slerp_t", "t2", "advanced", 0, 1, 0.05,
@@ -188,8 +189,8 @@ def test_the_scores_table_and_progress_speak_the_pages_language():
     ("tr", "Türkçe sözcük %20 (1/5) · tanınmayan: ikiçi, köylerek, okulleri +1 · tekrar %0"),
     ("en", "Turkish words 20% (1/5) · not recognised: ikiçi, köylerek, okulleri +1 · repeated 0%")])
 def test_a_finished_footer_names_the_words_the_turkish_check_did_not_accept(lang, expected):
-    from models.comparison import Column
     from page import views
+    from serving.comparison import Column
 
     column = Column("model2", text="ikiçi köylerek okulleri kitaplerin ve", n_tokens=9, seconds=3.0, done=True,
                     finish_reason="eos", merge_free=True)
@@ -199,8 +200,8 @@ def test_a_finished_footer_names_the_words_the_turkish_check_did_not_accept(lang
 
 
 def test_an_answer_box_starts_at_the_first_word():
-    from models.comparison import Column
     from page import views
+    from serving.comparison import Column
 
     assert views.answer_text(Column("soup", text=" Dünyanın en soğuk yeri\n Sibirya'dır.")) == \
         "Dünyanın en soğuk yeri\n Sibirya'dır."

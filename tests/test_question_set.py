@@ -1,4 +1,4 @@
-"""The question set (models/question_set.py, page/question_set.py): every question × column a row of the one
+"""The question set (serving/question_set.py, page/question_set.py): every question × column a row of the one
 decoding loop, cells equal to single-question answers, a slider release redoing one column, the "= Soup" marks,
 the exports, the limits, Stop, and the compare_set endpoint."""
 
@@ -11,12 +11,13 @@ from types import SimpleNamespace
 import pytest
 
 import app
-from models import model_set, presets
-from models import question_set as sets
-from models.comparison import Column, Comparison, Request
-from models.controls import CONTROLS, Controls
 from errors import Refusal
-from models.requests import generation_settings, merge_specs
+from models import model_set, presets
+from scoring import question_set as set_scores
+from serving import question_set as sets
+from serving.comparison import Column, Comparison, Request
+from serving.controls import CONTROLS, Controls
+from serving.requests import generation_settings, merge_specs
 from tests import tiny_models
 
 QUESTIONS = ("Türkiye'nin başkenti neresidir?", "Dünyanın en soğuk yeri neresidir?", "Işık nedir?")
@@ -124,7 +125,7 @@ def test_identical_cells_are_marked_with_the_earlier_column():
     names = {c: c.upper() for c in COLUMNS}
     page = grid_html(known_grid([["a", "b", "c", "c", "b"]]), names, "en")
     assert page.count('class="set-same"') == 2 and "= SOUP" in page and "= MODEL2" in page
-    summary = sets.summaries(known_grid([["a", "b", "c", "c", "b"], ["x", "x", "x", "y", "z"]]))
+    summary = set_scores.summaries(known_grid([["a", "b", "c", "c", "b"], ["x", "x", "x", "y", "z"]]))
     assert [s.identical for s in summary] == [0, 1, 1, 1, 1]
 
 
@@ -248,12 +249,12 @@ def test_compare_set_takes_questions_then_compares_parameters_and_answers_alike(
 def test_on_the_default_pair_set_cells_are_the_single_question_answers():
     """Two of the seed's questions on Gemma 3 270M + its LoRA pair: each greedy cell, token for token, what the
     same question's column gives asked alone; SLERP's cells repeat the soup's (it falls back to linear)."""
-    from models import finetune
     from prompts import examples
+    from training import finetune
 
     preset = presets.load("default", environ={})
     if not all((finetune.adapter_dir(preset, t) / "adapter_model.safetensors").is_file() for t in finetune.TASKS):
-        pytest.skip("the default adapters are not trained yet (python -m models.finetune)")
+        pytest.skip("the default adapters are not trained yet (python -m training.finetune)")
     comparison = Comparison(model_set.load(preset), answer_cache=0)
     questions = examples.seed_questions()[1:3]
     request = set_request(preset, questions, tokens=16)
@@ -265,7 +266,7 @@ def test_on_the_default_pair_set_cells_are_the_single_question_answers():
             alone = comparison.generate(held, list(COLUMNS), prompt.ids, settings)
         assert {c: grid.token_ids[i, c] for c in COLUMNS} == {c: alone[c].token_ids for c in COLUMNS}, question
         assert sets.same_as(grid).get((i, "slerp")) == "soup"
-    assert sets.summaries(grid)[COLUMNS.index("slerp")].fallback_share == 1.0
+    assert set_scores.summaries(grid)[COLUMNS.index("slerp")].fallback_share == 1.0
 
 
 def test_example_and_held_out_questions_are_added_to_the_list():

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from models.presets import GenerationDefaults
-from models.requests import Controls, RequestError, generation_settings, merge_specs, parse_schedule
+from serving.requests import Controls, RequestError, generation_settings, merge_specs, parse_schedule
 
 
 @pytest.mark.parametrize("changes, message", [
@@ -62,8 +62,8 @@ def test_soup_and_ties_specs_carry_the_controls():
 @pytest.mark.parametrize("method", ["della", "della_linear"])
 def test_every_extra_density_the_slider_allows_gives_a_della_merge(method):
     """The page has no epsilon control: it follows from the density, so no density fails with an epsilon error."""
-    from tests.test_merging_apply import LAYERS, family, sentinel
     from merging import merge_model
+    from tests.test_merging_apply import LAYERS, family, sentinel
 
     base, first, second = family()
     for step in range(1, 21):  # the extra-density slider: 0.05 to 1 in steps of 0.05
@@ -99,7 +99,7 @@ def test_a_ties_density_that_neither_per_model_density_has_is_refused_in_both_la
 
 
 def test_moving_the_ties_density_leaves_the_per_model_densities_following_it():
-    from models.controls import controls_at
+    from serving.controls import controls_at
 
     moved = controls_at(Controls(question="q", ties_density1=0.2, ties_density2=0.8), "ties_density", 0.3)
     assert (moved.ties_density, moved.ties_density1, moved.ties_density2) == (0.3, None, None)

@@ -7,13 +7,13 @@ import threading
 import pytest
 from turkmorfbench import olcum, rapor, veri
 
-from models import model_set, presets, saving
-from models.comparison import Comparison
-from models.controls import Controls
 from errors import Refusal
-from models.requests import merge_specs
+from models import model_set, presets, saving
 from page import views
 from scoring import morfbench
+from serving.comparison import Comparison
+from serving.controls import Controls
+from serving.requests import merge_specs
 from tests import tiny_models
 
 COLUMNS = ["model1", "model2", "soup", "slerp", "ties"]

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from merging import MergeSpec, MergeTarget
-from models.batched import Mix
-from models.decoding_loop import DecodingLoop, Job
-from models.generation import GenerationSettings, generate
-from models.pool import PoolTooSmall, SlotPool
+from serving.batched import Mix
+from serving.decoding_loop import DecodingLoop, Job
+from serving.generation import GenerationSettings, generate
+from serving.pool import PoolTooSmall, SlotPool
 from tests.test_bank import ARCHS, PROMPT, one_thread, tiny_bank  # noqa: F401 (one_thread: autouse)
 from tests.test_merging_coefficients import SPECS
 from tests.test_mixed_rows import materialised, mix_for
@@ -243,7 +243,7 @@ def test_mix_rows_are_built_from_coefficients_over_the_parents():
 
 
 def test_a_request_stopped_while_it_waits_for_a_slice_holds_none():
-    from models.pool import StoppedWaiting
+    from serving.pool import StoppedWaiting
 
     pool = SlotPool(["p0"], Merges())
     cancel, outcome = threading.Event(), []
@@ -270,9 +270,9 @@ def comparison_and_request(root, pool: int = 4, batched: bool = True):
     from dataclasses import replace
 
     from models import model_set, presets
-    from models.comparison import Comparison, Request
-    from models.controls import Controls
-    from models.requests import generation_settings, merge_specs
+    from serving.comparison import Comparison, Request
+    from serving.controls import Controls
+    from serving.requests import generation_settings, merge_specs
     from tests import tiny_models
 
     dirs = tiny_models.model_set_dirs(root, "llama")
@@ -424,7 +424,7 @@ def test_a_ties_release_shows_the_cached_columns_in_its_first_update_and_the_mer
 
 def test_the_loop_s_thread_ends_when_no_row_is_left_and_the_next_request_starts_another():
     """Idle, the loop holds no thread (nor, on a CPU, the OpenMP team of one: a merge meanwhile then has the
-    cores' only team, models/threads.py); the next request is answered alike by a new thread."""
+    cores' only team, serving/threads.py); the next request is answered alike by a new thread."""
     bank, _ = tiny_bank("gpt2")
     loop = DecodingLoop(bank)
     settings = GenerationSettings(max_new_tokens=8, greedy=True)

@@ -1,4 +1,4 @@
-"""models/threads.py: one long-lived thread on every core; the others on one, or in a thread that ends.
+"""serving/threads.py: one long-lived thread on every core; the others on one, or in a thread that ends.
 
 Run in a fresh interpreter each (confine() changes the process), with OMP_NUM_THREADS=2 so that the process has
 two cores' worth of OpenMP threads to keep apart on any machine. Threads are counted in /proc/self/task: an
@@ -28,7 +28,7 @@ def run(code: str) -> str:
 
 PRELUDE = """
     import os, threading, torch
-    from models import threads
+    from serving import threads
 
     def os_threads():
         return len(os.listdir("/proc/self/task"))

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from models.controls import Controls
 from errors import Refusal
 from scoring import votes as votes_module
 from scoring.battles import Battles, Side, variant_name
 from scoring.votes import EXPORT_COLUMNS, SCHEMA_VERSION, Mirror, VoteStore, hub_mirror
+from serving.controls import Controls
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = {"preset": "tiny", "base": "b", "model1": "m1", "model2": "m2"}

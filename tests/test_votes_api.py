@@ -9,8 +9,8 @@ from gradio_client import Client
 
 import app
 from models import model_set, presets
-from models.comparison import Comparison
 from scoring.votes import EXPORT_COLUMNS, VoteStore
+from serving.comparison import Comparison
 from tests import tiny_models
 from tests.test_app import DEFAULTS
 

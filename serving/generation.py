@@ -1,10 +1,10 @@
 """Decoding for a set of variants that answer one prompt.
 
-One loop serves both paths, so their answers agree: the batched forward (one row per variant, models/batched.py)
+One loop serves both paths, so their answers agree: the batched forward (one row per variant, serving/batched.py)
 and the fallback that runs each variant's own Hugging Face module in a thread. Each row stops on its own (EOS,
 stop string, length), every row ends within one step of the stop event, and each row samples with its own
 generator seeded from the settings, so a variant's answer does not depend on which others run beside it. The
-rows, their sampling and stopping rules are models/decoding.py's, which the server's DecodingLoop shares.
+rows, their sampling and stopping rules are serving/decoding.py's, which the server's DecodingLoop shares.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import torch
 from transformers import DynamicCache, PreTrainedModel
 
 from models.bank import WeightBank
-from models.batched import Mix, Recipe, Rows, UnsupportedModel, batched_model, selected_rows
-from models.decoding import GenerationResult, GenerationSettings, Job, Row, Streamer, advance, greedy_settings
+from serving.batched import Mix, Recipe, Rows, UnsupportedModel, batched_model, selected_rows
+from serving.decoding import GenerationResult, GenerationSettings, Job, Row, Streamer, advance, greedy_settings
 
 __all__ = ["GenerationResult", "GenerationSettings", "QueueStreamer", "Streamer", "generate", "greedy_settings"]
 
@@ -68,8 +68,8 @@ def generate(bank: WeightBank, variants: Sequence[str], prompt_ids: list[int], s
     """Answer ``prompt_ids`` with every variant; batched in one forward per step, or one thread per variant.
 
     A variant is a bank variant's name, or a column named in ``recipes``: a bank slice, or a merge-free Mix
-    (models.batched), which needs the batched forward. ``same`` keeps which bank slices were found bitwise equal
-    (models.batched.Rows) across calls, as the server's decoding loop keeps it: only for a caller whose slices
+    (serving.batched), which needs the batched forward. ``same`` keeps which bank slices were found bitwise equal
+    (serving.batched.Rows) across calls, as the server's decoding loop keeps it: only for a caller whose slices
     do not change between the calls it passes it to. Without it each call compares the slices again at its
     first step (about 0.4 s for the default pair's five columns on 2 cores).
     """

@@ -1,7 +1,7 @@
 """What every decoding path shares: a request's settings and rows, and the rules that choose and stop tokens.
 
-generate() (models/generation.py: scores, sweeps, benches, the fallback without the batched forward) and the
-server's DecodingLoop (models/decoding_loop.py: the page, question sets) both describe a request as a Job, keep
+generate() (serving/generation.py: scores, sweeps, benches, the fallback without the batched forward) and the
+server's DecodingLoop (serving/decoding_loop.py: the page, question sets) both describe a request as a Job, keep
 one Row per column, and take each step through ``advance``: ``choose`` picks every row's next token, processed
 as transformers' logits processors do, and ``Row.take`` does the per-token bookkeeping (stream it, stop on EOS,
 a stop string or the length). So both paths sample and stop by the same rules.
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 import torch
 
 if TYPE_CHECKING:
-    from models.batched import Recipe
+    from serving.batched import Recipe
 
 
 @dataclass(frozen=True)

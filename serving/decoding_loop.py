@@ -25,9 +25,9 @@ import torch
 from transformers import DynamicCache
 
 from models.bank import WeightBank
-from models.batched import Recipe, Rows, batched_model, selected_rows
-from models.decoding import GenerationResult, Job, Row, advance, choose
-from models.threads import parallel
+from serving.batched import Recipe, Rows, batched_model, selected_rows
+from serving.decoding import GenerationResult, Job, Row, advance, choose
+from serving.threads import parallel
 
 __all__ = ["DecodingLoop", "Job"]
 
@@ -56,10 +56,9 @@ class _Member:
 class DecodingLoop:
     """Owns the batched forward of one bank; ``submit`` from any thread, the loop runs in its own."""
 
-    def __init__(self, bank: WeightBank, versions: list[int] | None = None):
+    def __init__(self, bank: WeightBank):
         self.bank = bank
         self.model = batched_model(bank)  # raises UnsupportedModel: the caller falls back to per-variant threads
-        self.versions = versions  # bank slice versions, bumped when a pool slice is rewritten
         self._pending: list[Job] = []
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -93,7 +92,7 @@ class DecodingLoop:
     # The loop thread
 
     def _loop(self) -> None:
-        parallel()  # the server's one thread on every core while it decodes (models/threads.py)
+        parallel()  # the server's one thread on every core while it decodes (serving/threads.py)
         while True:
             with self._cond:
                 if not self._pending and not self._members:
@@ -129,7 +128,7 @@ class DecodingLoop:
             recipes = [job.columns[c] for c in columns]
             cache = DynamicCache(config=self.model.config)
             ids = torch.tensor([job.prompt_ids] * len(columns), device=device)
-            with selected_rows(Rows(recipes, device, same=self._same, versions=self.versions,
+            with selected_rows(Rows(recipes, device, same=self._same, versions=self.bank.versions,
                                     frozen=self.bank.frozen)), \
                     torch.inference_mode():
                 logits = self.model(input_ids=ids, past_key_values=cache, use_cache=True,
@@ -153,7 +152,7 @@ class DecodingLoop:
         members = self._members
         device = self.bank.device
         if self._rows is None:
-            self._rows = Rows([m.recipe for m in members], device, same=self._same, versions=self.versions,
+            self._rows = Rows([m.recipe for m in members], device, same=self._same, versions=self.bank.versions,
                               frozen=self.bank.frozen)
         inputs = torch.tensor([[m.last] for m in members], device=device)
         positions = torch.tensor([[m.position] for m in members], device=device)

@@ -2,7 +2,7 @@
 
 Every question × column is a row of the server's one decoding loop: all questions are submitted together, so
 their rows share the batched steps. A cell is cached under the key a single question's column uses
-(models/comparison.py), so a slider release on a set decodes only that column, for every question, and a
+(serving/comparison.py), so a slider release on a set decodes only that column, for every question, and a
 question asked alone after the set (or before it) is served from the same answers. No Gradio here.
 """
 
@@ -16,14 +16,14 @@ import time
 from collections.abc import Hashable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
-from merging.coefficients import merge_free
-from models.comparison import WAITING_NOTE, Column, Comparison
-from models.decoding_loop import Job
 from errors import Refusal
-from models.generation import GenerationSettings, QueueStreamer
+from merging.coefficients import merge_free
 from models.model_set import PARENTS
-from models.pool import StoppedWaiting
-from models.requests import RequestError, check_question
+from serving.comparison import WAITING_NOTE, Column, Comparison
+from serving.decoding_loop import Job
+from serving.generation import GenerationSettings, QueueStreamer
+from serving.pool import StoppedWaiting
+from serving.requests import RequestError, check_question
 
 MAX_SET_QUESTIONS = 10  # the owner's default (--max-set-questions, HARMAN_MAX_SET_QUESTIONS)
 UPDATES_PER_SECOND = 10
@@ -105,36 +105,6 @@ def same_as(snapshot: SetSnapshot) -> dict[tuple[int, str], str]:
             else:
                 seen[text] = column
     return marks
-
-
-@dataclass(frozen=True)
-class ColumnSummary:
-    """One column over the set: the Turkish check pooled over its finished answers, how many of its answers
-    repeat another column's, and SLERP's linear-fallback share (why Soup and SLERP agree on a LoRA pair)."""
-    column: str
-    answered: int
-    word_share: float | None
-    words_checked: int
-    repeated_share: float | None
-    identical: int
-    fallback_share: float | None
-
-
-def summaries(snapshot: SetSnapshot) -> list[ColumnSummary]:
-    from scoring import turkish
-
-    marks = same_as(snapshot)
-    out = []
-    for column in snapshot.columns:
-        done = [i for i in range(len(snapshot.questions)) if snapshot.cells[i, column].done]
-        checks = [turkish.check(snapshot.cells[i, column].text, snapshot.questions[i]) for i in done]
-        pooled = turkish.pooled(checks) if checks else None
-        report = snapshot.reports.get(column)
-        out.append(ColumnSummary(column, len(done), pooled.word_share if pooled else None,
-                                 pooled.words_checked if pooled else 0, pooled.repeated_share if pooled else None,
-                                 sum(1 for (_, c) in marks if c == column),
-                                 getattr(report, "slerp_fallback_share", None)))
-    return out
 
 
 def headers(columns: tuple[str, ...], names: Mapping[str, str], extra_method: str = "") -> list[str]:
@@ -316,7 +286,7 @@ def _later(comparison, pending, deferred, prompts, settings, streamers, stop_eve
 
 
 def _one_by_one(comparison: Comparison, request: SetRequest, stop_event: threading.Event) -> Iterator[SetSnapshot]:
-    from models.comparison import Request
+    from serving.comparison import Request
 
     snapshot = SetSnapshot(request.questions, request.columns,
                            {(i, c): Column(c) for i in range(len(request.questions)) for c in request.columns})

@@ -1,6 +1,6 @@
 """The page's controls, in one table: the sliders, the compare endpoint's inputs, ``Controls``, the ranges the server
 checks, the keys of a shared link, the sweepable parameters and apply-best all follow from it. A new control is
-one row here (and, if it feeds a merge, a line where models/requests.py builds that merge's spec).
+one row here (and, if it feeds a merge, a line where serving/requests.py builds that merge's spec).
 
 No Gradio here: app.py builds the components from the rows, the server validates with them.
 """
@@ -86,7 +86,7 @@ def derive(rows: tuple[Control, ...]) -> dict:
         "Controls", [("question", str)] + [(c.name, _annotation(c), dataclasses.field(default=c.default))
                                            for c in rows[1:]], frozen=True)
     controls.__module__ = __name__  # for pickling and reprs: it is defined here
-    controls.__doc__ = "Every control of the page, as the API receives them (models/controls.py: CONTROLS)."
+    controls.__doc__ = "Every control of the page, as the API receives them (serving/controls.py: CONTROLS)."
     return {"BY_NAME": {c.name: c for c in rows}, "LINK_KEYS": tuple(c.link for c in rows),
             "SWEEPABLE": {c.name: (c.merge, c.lo, c.hi) for c in rows if c.sweep}, "Controls": controls}
 
@@ -95,7 +95,7 @@ _derived = derive(CONTROLS)
 BY_NAME: dict[str, Control] = _derived["BY_NAME"]
 LINK_KEYS: tuple[str, ...] = _derived["LINK_KEYS"]
 SWEEPABLE: dict[str, tuple[str, float, float]] = _derived["SWEEPABLE"]  # name -> (column it re-merges, lo, hi)
-Controls = _derived["Controls"]  # every control's value in one request (models/requests.py validates them)
+Controls = _derived["Controls"]  # every control's value in one request (serving/requests.py validates them)
 
 
 def controls_at(controls, name: str, value: float):

@@ -1,6 +1,6 @@
 """Materialised merges: a few bank slices reused by spec, least recently used first.
 
-Merge-free columns (soup, SLERP, ...) need no slice of their own (models/batched.py's Mix). The sparsifying
+Merge-free columns (soup, SLERP, ...) need no slice of their own (serving/batched.py's Mix). The sparsifying
 family (TIES, DARE, breadcrumbs, DELLA), saving and the per-variant fallback need the merged weights written
 out, and they get them here:
 - a request whose spec a slice already holds joins its readers at once (any number of generations may read one
@@ -19,7 +19,7 @@ from collections.abc import Callable, Hashable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from models.threads import in_parallel_thread
+from serving.threads import in_parallel_thread
 
 
 class PoolTooSmall(ValueError):

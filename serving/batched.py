@@ -35,6 +35,7 @@ from transformers.models.llama.modeling_llama import LlamaRMSNorm
 from transformers.pytorch_utils import Conv1D
 
 from models.bank import WeightBank
+from models.memory import PACKED
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ class Rows:
         self.slices = tuple(-1 if isinstance(r, Mix) else r for r in self.recipes)
         self.device = device
         # Which slices of a bank tensor are bitwise equal, (tensor id, slice, version, slice, version) -> bool.
-        # A slice's version changes when it is rewritten (models/pool.py), so what was found stays true for as
+        # A slice's version changes when it is rewritten (serving/pool.py), so what was found stays true for as
         # long as it is kept: the selections of one batch (rows join and leave) share it.
         self.same = {} if same is None else same
         self.versions = versions
@@ -183,7 +184,7 @@ def _rows(batch: int, shared: bool = False) -> Rows:
     rows = _ROWS.get(None)
     if rows is None:
         raise RuntimeError("the batched model was called outside selected_rows(); "
-                           "generate through models.generation.generate")
+                           "generate through serving.generation.generate")
     if rows.uniform and batch != len(rows):
         return rows.view(("resized", batch), lambda: Rows(rows.recipes[:1] * batch, rows.device, rows.same,
                                                           rows.versions, uniform=True, frozen=rows.frozen))
@@ -343,7 +344,6 @@ def _shared_product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
 #   and 18 rows, packed ones at 18.4, 16.4 and 12.8 (six users 15.3 -> 14.5 s); on another, 8 rows read 11.6
 #   against 24.6 GB/s, and three users' 15 rows decoded 85 -> 115 tokens/s, six users' 30 rows 118 -> 138, the
 #   same tokens (docs/benchmarks.md). One visitor's 3 rows gain little (45 -> 46) and pay no copy.
-PACKED = ((4, 64 * 2**20), (6, 2**20))  # (rows at least, bytes at least)
 _packed_lock = threading.Lock()
 
 
@@ -541,7 +541,7 @@ def _build(bank: WeightBank) -> PreTrainedModel:
         make = BANKED.get(type(module))
         if make is None or not path:
             raise UnsupportedModel(f"{path or 'the model itself'} ({type(module).__name__}) holds parameters "
-                                   f"{sorted(own)} and has no banked version in models/batched.py")
+                                   f"{sorted(own)} and has no banked version in serving/batched.py")
         try:
             banked = make(module, {attr: bank.tensors[names[id(p)]] for attr, p in own.items()})
         except UnsupportedModel as err:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 
-from merging import EXTRA_METHODS, METHODS, MergeSpec
-from models.controls import BY_NAME, Control, Controls, check_number, follows
 from errors import Refusal, Term
-from models.generation import GenerationSettings
+from merging import EXTRA_METHODS, METHODS, MergeSpec
 from models.presets import GenerationDefaults
+from serving.controls import BY_NAME, Control, Controls, check_number, follows
+from serving.generation import GenerationSettings
 
 # mergekit filters match a substring of the tensor name: "attn" covers GPT-2's attn.c_attn and Llama's self_attn.
 ATTENTION_FILTER = "attn"
@@ -24,7 +24,7 @@ class RequestError(Refusal):
 
 
 def _value(c: Control | str, value, cap: float | None = None, name: Term | None = None):
-    """A control's value as the server accepts it (its range from models/controls.py)."""
+    """A control's value as the server accepts it (its range from serving/controls.py)."""
     try:
         return check_number(BY_NAME[c] if isinstance(c, str) else c, value, cap, name)
     except Refusal as err:
@@ -87,7 +87,7 @@ def merge_specs(c: Controls) -> dict[str, MergeSpec]:
 
 def ties_densities(c: Controls) -> tuple[float, float]:
     """Model 1's and Model 2's TIES density: ``ties_density`` for both, unless a per-model one is given (not None,
-    not 0: models/controls.py's ``follows``).
+    not 0: serving/controls.py's ``follows``).
 
     Both per-model densities given override ``ties_density`` only while it is at its default (the page's slider
     untouched, or left out of an API call); a ``ties_density`` moved to a value that neither of them has asks for

@@ -20,13 +20,13 @@ from typing import Hashable, Iterator, Mapping
 
 from merging import MergeTarget
 from merging.coefficients import Coefficients, ParentFigures, coefficients, merge_free
-from models.batched import Mix, Recipe, RecipeModel, UnsupportedModel
-from models.decoding_loop import DecodingLoop, Job
-from models.generation import GenerationSettings, QueueStreamer, generate
 from models.model_set import PARENTS, ModelSet
-from models.pool import SlotPool, StoppedWaiting
-from models.threads import in_parallel_thread
 from prompts import formats
+from serving.batched import Mix, Recipe, RecipeModel, UnsupportedModel
+from serving.decoding_loop import DecodingLoop, Job
+from serving.generation import GenerationSettings, QueueStreamer, generate
+from serving.pool import SlotPool, StoppedWaiting
+from serving.threads import in_parallel_thread
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class Comparison:
 
     Soup, SLERP, task arithmetic, model stock and NuSLERP columns are merge-free: coefficients over the parents'
     slices (merging/coefficients.py). The other merges are materialised in a pool of bank slices reused by spec
-    (models/pool.py). Every request's rows decode in one server-wide loop (models/decoding_loop.py); without the
+    (serving/pool.py). Every request's rows decode in one server-wide loop (serving/decoding_loop.py); without the
     batched forward (--no-batch, or a model it does not know) each column runs its own module in a thread, and
     every merge is materialised.
     """
@@ -101,12 +101,11 @@ class Comparison:
         self.targets = {name: MergeTarget(bank.slice(name), base, parents, model_set.num_layers,
                                           parents=self.figures.plain)
                         for name in bank.variants if name not in PARENTS}
-        self.versions = [0] * len(bank.variants)  # bumped when a pool slice is rewritten
-        self.pool = SlotPool(list(self.targets), self._merge, self._written)
+        self.pool = SlotPool(list(self.targets), self._merge, bank.rewritten)
         self.loop: DecodingLoop | None = None
         if batched:
             try:
-                self.loop = DecodingLoop(bank, self.versions)
+                self.loop = DecodingLoop(bank)
             except UnsupportedModel as err:
                 log.warning("batched decoding is not available for this model; each column runs in its own "
                             "thread and every merge is materialised: %s", err)
@@ -117,9 +116,6 @@ class Comparison:
 
     def _merge(self, variant: str, spec, progress=None):
         return self.targets[variant].merge(spec, progress)
-
-    def _written(self, variant: str) -> None:
-        self.versions[self.model_set.bank.index(variant)] += 1
 
     def warm(self) -> None:
         """Measure the parents' figures that the page's Soup and SLERP columns need, before the first visitor
@@ -394,7 +390,7 @@ class Comparison:
         threading.Thread(target=work, name="harman-deferred", daemon=True).start()
         return done
 
-    # The answer cache as other request shapes use it (models/question_set.py): a cell of a question set and the
+    # The answer cache as other request shapes use it (serving/question_set.py): a cell of a question set and the
     # same question asked alone share one key, so either one serves the other.
     def answer_key(self, column: str, spec, prompt_ids: list[int], settings: GenerationSettings) -> tuple:
         return (column, spec, tuple(prompt_ids), settings)

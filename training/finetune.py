@@ -1,10 +1,10 @@
 """Train the two fine-tunes of an offline preset: LoRA adapters on its base, one per Turkish task.
 
-    python -m models.finetune --task qa              # Model 1: question -> a human's one-sentence answer
-    python -m models.finetune --task instructions    # Model 2: instruction (+ input) -> a fuller response
-    python -m models.finetune --task qa --evaluate   # recompute the card's losses from the committed adapter
-    python -m models.finetune --lengths 30           # Model 1's and Model 2's mean answer length, held-out
-    python -m models.finetune --preset smollm2 ...   # the same for the SmolLM2 pair
+    python -m training.finetune --task qa              # Model 1: question -> a human's one-sentence answer
+    python -m training.finetune --task instructions    # Model 2: instruction (+ input) -> a fuller response
+    python -m training.finetune --task qa --evaluate   # recompute the card's losses from the committed adapter
+    python -m training.finetune --lengths 30           # Model 1's and Model 2's mean answer length, held-out
+    python -m training.finetune --preset smollm2 ...   # the same for the SmolLM2 pair
 
 The preset says the base, where each adapter lives (its model1/model2 ``lora:`` source) and the prompt format
 that both training and the app use. Each run writes the adapter (safetensors), ``training.json`` (data files and
@@ -150,7 +150,7 @@ def _pad_id(tokenizer) -> int:
 
 def _command(preset) -> str:
     """How to rerun this script for the preset, as the cards record it."""
-    return "python -m models.finetune" + ("" if preset.name == "default" else f" --preset {preset.name}")
+    return "python -m training.finetune" + ("" if preset.name == "default" else f" --preset {preset.name}")
 
 
 def encoded(preset, tokenizer, task: str, split: str):
@@ -281,7 +281,7 @@ def answer_lengths(preset, rows_per_task: int, max_new_tokens: int, write: bool 
     """Mean words of Model 1's and Model 2's greedy answers to the held-out questions of both tasks; with
     ``write``, recorded on both adapters' cards."""
     from models import model_set
-    from models.generation import generate, greedy_settings
+    from serving.generation import generate, greedy_settings
 
     ms = model_set.load(preset)
     words = {"model1": [], "model2": []}

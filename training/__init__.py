@@ -1,0 +1,1 @@
+"""Fine-tuning the default pair's LoRA adapters (training/finetune.py)."""
