@@ -22,7 +22,7 @@ from scoring.battles import Battles, Side, variant_name
 from scoring.votes import EXPORT_COLUMNS, SCHEMA_VERSION, Mirror, VoteStore, hub_mirror
 from serving.controls import Controls
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MODELS = {"preset": "tiny", "base": "b", "model1": "m1", "model2": "m2"}
 SETTINGS = {"max_new_tokens": 12, "greedy": True, "temperature": 0.7, "top_p": 0.9, "repetition_penalty": 1.0,
             "seed": 0}

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.running_app import running_app
+from tests.browser.running_app import running_app
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 COLUMNS = ("model1", "model2", "soup", "slerp", "ties")

@@ -10,7 +10,7 @@ from page import views
 from serving.comparison import Comparison, Request
 from serving.requests import Controls, generation_settings, merge_specs
 from tests import tiny_models
-from tests.test_model_set import preset_for
+from tests.models.test_model_set import preset_for
 
 GIB = memory.GIB
 

@@ -12,7 +12,7 @@ from models import model_set, presets
 from scoring.votes import EXPORT_COLUMNS, VoteStore
 from serving.comparison import Comparison
 from tests import tiny_models
-from tests.test_app import DEFAULTS
+from tests.page.test_app import DEFAULTS
 
 ANSWERS = slice(1 + len(app.COLUMNS), 1 + 2 * len(app.COLUMNS))
 

@@ -12,9 +12,9 @@ from serving.batched import Mix
 from serving.decoding_loop import DecodingLoop, Job
 from serving.generation import GenerationSettings, generate
 from serving.pool import PoolTooSmall, SlotPool
-from tests.test_bank import ARCHS, PROMPT, one_thread, tiny_bank  # noqa: F401 (one_thread: autouse)
-from tests.test_merging_coefficients import SPECS
-from tests.test_mixed_rows import materialised, mix_for
+from tests.models.test_bank import ARCHS, PROMPT, one_thread, tiny_bank  # noqa: F401 (one_thread: autouse)
+from tests.merging.test_merging_coefficients import SPECS
+from tests.serving.test_mixed_rows import materialised, mix_for
 
 # The pool
 

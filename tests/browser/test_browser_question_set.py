@@ -7,8 +7,8 @@ from urllib.parse import urlencode
 
 import pytest
 
-from tests.test_browser import ARTIFACTS, CHROMIUM, assert_in_language, browser, wait_until  # noqa: F401
-from tests.running_app import running_app
+from tests.browser.test_browser import ARTIFACTS, CHROMIUM, assert_in_language, browser, wait_until  # noqa: F401
+from tests.browser.running_app import running_app
 
 pytestmark = pytest.mark.skipif(not __import__("pathlib").Path(CHROMIUM).exists(),
                                 reason="Debian's chromium is not installed (make test installs it)")

@@ -11,8 +11,8 @@ from serving import batched
 from serving.batched import Mix, Rows, batched_model, selected_rows
 from serving.generation import GenerationSettings, generate
 from tests.bf16_reference import DEVICES, Family, assert_mixed_rows_round_once
-from tests.test_bank import ARCHS, PROMPT, logits, one_thread, tiny_bank  # noqa: F401 (autouse)
-from tests.test_merging_coefficients import SPECS
+from tests.models.test_bank import ARCHS, PROMPT, logits, one_thread, tiny_bank  # noqa: F401 (autouse)
+from tests.merging.test_merging_coefficients import SPECS
 
 MERGE_FREE = ("soup", "slerp, schedules and filters", "task arithmetic", "model stock", "nuslerp")
 

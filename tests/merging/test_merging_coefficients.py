@@ -6,7 +6,7 @@ import torch
 
 from merging import MergeSpec, merge_model
 from merging.coefficients import ParentFigures, coefficients, materialise, merge_free
-from tests.test_merging_apply import LAYERS, family, sentinel
+from tests.merging.test_merging_apply import LAYERS, family, sentinel
 
 SPECS = {
     "soup": {"merge_method": "linear", "parameters": {"normalize": True},

@@ -10,7 +10,7 @@ import torch
 from models import compat, model_set, presets, sources
 from tests import tiny_models
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def preset_for(dirs, **fields):
@@ -152,7 +152,7 @@ def test_serving_with_a_bad_source_says_which_and_exits(gpt2_dirs):
     ends the process with the one-line message and exit status 2, not a traceback or a page that never answers."""
     import os
 
-    from tests.running_app import free_port
+    from tests.browser.running_app import free_port
 
     preset = tiny_models.write_preset(gpt2_dirs["base"].parent / "p.yaml", gpt2_dirs)
     done = subprocess.run([sys.executable, "app.py", "--preset", str(preset), "--port", str(free_port()),
@@ -187,7 +187,7 @@ def test_own_checkpoints_without_a_chat_template_answer_on_the_page(gpt2_dirs, t
     API is answered in every column."""
     import app
     from gradio_client import Client
-    from tests.running_app import running_app
+    from tests.browser.running_app import running_app
 
     plain = without_chat_template(gpt2_dirs, tmp_path)
     sources = ["--base", str(plain["base"]), "--model1", str(plain["model1"]), "--model2", str(plain["model2"]),
