@@ -109,6 +109,12 @@ def load(name_or_path: str = DEFAULT_PRESET, overrides: dict | None = None,
     return _build(raw, str(path))
 
 
+def build(fields: dict, source: str = "fields") -> Preset:
+    """A preset from its fields as a preset file holds them, checked as a file's are, with no file, environment
+    or flags read: for callers that made their checkpoints themselves. ``source`` names the fields in errors."""
+    return _build(dict(fields), source)
+
+
 def own_sources(raw: dict, sources: dict, given: dict, context: Callable[[str], int | None] | None) -> dict:
     """A preset whose models were replaced, without what described them: its title (one from the sources' names
     instead), column labels (Model 1, Model 2), the base's Hub id for model cards, and generation settings (the

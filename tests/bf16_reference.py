@@ -29,7 +29,7 @@ from serving.batched import (
     batched_model,
     selected_rows,
 )
-from tests.models.test_bank import MERGED, PARENTS, tiny_bank, tiny_model
+from tests.tiny_models import MERGED, PARENTS, tiny_bank, tiny_model
 
 # Every check runs on the CPU here and on a CUDA device when one is present.
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),

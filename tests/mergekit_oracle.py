@@ -1,8 +1,7 @@
 """mergekit as the oracle for harman's merge engine (tests only).
 
-Tiny random base models with two fine-tunes, saved as safetensors; mergekit's
-tensor functions and its whole-model merge run on the same inputs; comparisons
-that report how far apart two results are.
+mergekit's tensor functions and its whole-model merge run on the same inputs as harman's (the tiny
+families saved for it are in tests/tiny_models.py); comparisons that report how far apart two results are.
 """
 
 import math
@@ -11,36 +10,6 @@ from pathlib import Path
 import torch
 import yaml
 from safetensors.torch import load_file
-
-
-def tiny_family(architecture: str, directory: Path, seed: int = 0) -> tuple[list[Path], int]:
-    """A base and two fine-tunes (base + small noise) saved under `directory`;
-    returns their paths (base, model 1, model 2) and the number of layers."""
-    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    if architecture == "gpt2":
-        config = GPT2Config(n_embd=32, n_layer=4, n_head=2, vocab_size=96, n_positions=32,
-                            bos_token_id=0, eos_token_id=0)
-        base = GPT2LMHeadModel(config)
-        layers = config.n_layer
-    else:
-        config = LlamaConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=4, num_attention_heads=4,
-                             num_key_value_heads=2, vocab_size=96, tie_word_embeddings=True,
-                             bos_token_id=0, eos_token_id=0, pad_token_id=0)
-        base = LlamaForCausalLM(config)
-        layers = config.num_hidden_layers
-    paths = []
-    for role, noise in (("base", 0.0), ("model1", 0.02), ("model2", 0.02)):
-        model = base if role == "base" else type(base)(config)
-        if role != "base":
-            model.load_state_dict(base.state_dict())
-            with torch.no_grad():
-                for parameter in model.parameters():
-                    parameter.add_(noise * torch.randn_like(parameter))
-        model.save_pretrained(directory / role)
-        paths.append(directory / role)
-    return paths, layers
 
 
 def load(path: Path) -> dict[str, torch.Tensor]:

@@ -10,16 +10,13 @@ in artifacts/ (browser-tr.png is the README's picture when refreshed by hand).
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
+from tests.browser.chromium import ARTIFACTS, CHROMIUM, assert_in_language, wait_until
 from tests.browser.running_app import running_app
 
-ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = ROOT / "artifacts"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 COLUMNS = ("model1", "model2", "soup", "slerp", "ties")
 QUESTION = "Dünyanın en soğuk yeri neresidir?"  # one of the seed experiment's five questions
 OTHER_QUESTION = "Türkiye'nin en uzun nehri hangisidir?"  # not answered yet on this server: nothing cached
@@ -37,33 +34,12 @@ def server():
     shutil.rmtree(saved, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                              args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                                    "--disable-component-update", "--disable-sync", "--no-first-run"])
-        yield b
-        b.close()
-
-
 def answers(page) -> dict[str, str]:
     return {c: page.locator(f"#answer-{c} textarea").input_value() for c in COLUMNS}
 
 
 def footers(page) -> dict[str, str]:
     return {c: page.locator(f"#footer-{c}").inner_text() for c in COLUMNS}
-
-
-def wait_until(predicate, timeout=180, what="condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def set_slider(page, elem_id: str, value: float, leave: bool = True):
@@ -73,33 +49,6 @@ def set_slider(page, elem_id: str, value: float, leave: bool = True):
     box.press("Enter")
     if leave:
         box.blur()
-
-
-def foreign_fragments(lang: str) -> list[str]:
-    """Pieces of the other language's page text that never occur in this language's: none may be on the page."""
-    from models import presets
-    from words import TEXT
-
-    other = "en" if lang == "tr" else "tr"
-    preset = presets.load("default", environ={})
-    own_extra = [preset.title_en, preset.model1_label_en, preset.model2_label_en] if lang == "en" else [
-        preset.title, preset.model1_label, preset.model2_label]
-    other_extra = [preset.title, preset.model1_label, preset.model2_label] if lang == "en" else [
-        preset.title_en, preset.model1_label_en, preset.model2_label_en]
-    own = " ".join([*TEXT[lang].values(), *own_extra])
-    pieces = []
-    for value in [*TEXT[other].values(), *other_extra]:
-        for piece in value.replace("}", "{").split("{")[::2]:
-            piece = piece.strip(" ·:%()/.,;-–—⚠️⏳`*")
-            if len(piece) >= 5 and piece not in own:
-                pieces.append(piece)
-    return pieces
-
-
-def assert_in_language(page, lang: str):
-    text = page.locator("body").inner_text()
-    found = [piece for piece in foreign_fragments(lang) if piece in text]
-    assert not found, f"the {lang} page shows the other language's text: {found}"
 
 
 def assert_answers_first(page):

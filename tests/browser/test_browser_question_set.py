@@ -7,7 +7,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from tests.browser.test_browser import ARTIFACTS, CHROMIUM, assert_in_language, browser, wait_until  # noqa: F401
+from tests.browser.chromium import ARTIFACTS, CHROMIUM, assert_in_language, wait_until
 from tests.browser.running_app import running_app
 
 pytestmark = pytest.mark.skipif(not __import__("pathlib").Path(CHROMIUM).exists(),
@@ -33,7 +33,7 @@ def grid_done(page, rows: int) -> bool:
 
 
 @pytest.mark.parametrize("lang, locale, cells", [("tr", "tr-TR", "25/25 hücre"), ("en", "en-US", "25/25 cells")])
-def test_the_seed_set_fills_the_grid_in_each_language(server, browser, lang, locale, cells):  # noqa: F811
+def test_the_seed_set_fills_the_grid_in_each_language(server, browser, lang, locale, cells):
     context = browser.new_context(locale=locale, viewport={"width": 1440, "height": 900})
     page = context.new_page()
     page.goto(server)
@@ -59,7 +59,7 @@ def test_the_seed_set_fills_the_grid_in_each_language(server, browser, lang, loc
     context.close()
 
 
-def test_a_shared_set_is_answered_on_opening_and_too_many_questions_give_a_message(server, browser):  # noqa: F811
+def test_a_shared_set_is_answered_on_opening_and_too_many_questions_give_a_message(server, browser):
     context = browser.new_context(locale="en-US", viewport={"width": 1440, "height": 900})
     page = context.new_page()
     page.goto(server)

@@ -7,31 +7,7 @@ import torch
 
 import merging
 from merging import MergeSpec, MergeTarget, merge_model
-
-LAYERS = 3
-
-
-def weights(seed: int, scale: float = 1.0) -> dict[str, torch.Tensor]:
-    """A tiny Llama-style state dict: embeddings, three layers, final norm."""
-    generator = torch.Generator().manual_seed(seed)
-    shapes = {"model.embed_tokens.weight": (11, 8), "model.norm.weight": (8,)}
-    for i in range(LAYERS):
-        shapes[f"model.layers.{i}.self_attn.q_proj.weight"] = (8, 8)
-        shapes[f"model.layers.{i}.mlp.up_proj.weight"] = (12, 8)
-        shapes[f"model.layers.{i}.input_layernorm.weight"] = (8,)
-    return {name: scale * torch.randn(shape, generator=generator) for name, shape in shapes.items()}
-
-
-def family():
-    base = weights(0)
-    first = {k: v + 0.1 * n for (k, v), n in zip(base.items(), weights(1).values())}
-    second = {k: v + 0.1 * n for (k, v), n in zip(base.items(), weights(2).values())}
-    return base, first, second
-
-
-def sentinel(like: dict) -> dict[str, torch.Tensor]:
-    return {k: torch.full_like(v, math.nan) for k, v in like.items()}
-
+from tests.tiny_models import STATE_LAYERS as LAYERS, sentinel, state_family as family, state_weights as weights
 
 def untouched(dest: dict) -> bool:
     return all(t.isnan().all() for t in dest.values())

@@ -6,25 +6,8 @@ import torch
 
 from merging import MergeSpec, merge_model
 from merging.coefficients import ParentFigures, coefficients, materialise, merge_free
-from tests.merging.test_merging_apply import LAYERS, family, sentinel
-
-SPECS = {
-    "soup": {"merge_method": "linear", "parameters": {"normalize": True},
-             "models": [{"parameters": {"weight": 0.7}}, {"parameters": {"weight": 0.2}}]},
-    "soup, not normalised": {"merge_method": "linear", "parameters": {"normalize": False},
-                             "models": [{"parameters": {"weight": 0.7}}, {"parameters": {"weight": 0.5}}]},
-    "slerp": {"merge_method": "slerp", "parameters": {"t": 0.3}},
-    "slerp, schedules and filters": {"merge_method": "slerp", "parameters": {"t": [
-        {"filter": "attn", "value": [0, 0.5, 0.3, 0.7, 1]}, {"filter": "mlp", "value": [1, 0.2]}, {"value": 0.6}]}},
-    "task arithmetic": {"merge_method": "task_arithmetic", "parameters": {"lambda": 0.8},
-                        "models": [{"parameters": {"weight": 1.0}}, {"parameters": {"weight": 0.6}}]},
-    "task arithmetic, normalised": {"merge_method": "task_arithmetic", "parameters": {"normalize": True},
-                                    "models": [{"parameters": {"weight": 0.3}}, {"parameters": {"weight": 0.6}}]},
-    "model stock": {"merge_method": "model_stock", "models": [{}, {}]},
-    "nuslerp": {"merge_method": "nuslerp",
-                "models": [{"parameters": {"weight": 0.3}}, {"parameters": {"weight": 0.9}}]},
-}
-
+from tests.merge_specs import SPECS
+from tests.tiny_models import STATE_LAYERS as LAYERS, sentinel, state_family as family
 
 def near_parallel():
     """Model 2 is Model 1 plus a hair in the attention tensors: SLERP falls back to linear there, not elsewhere."""
@@ -35,7 +18,7 @@ def near_parallel():
     return base, first, second
 
 
-@pytest.mark.parametrize("parents", [family, near_parallel])
+@pytest.mark.parametrize("parents", [family, near_parallel], ids=["family", "near_parallel"])
 @pytest.mark.parametrize("label", list(SPECS))
 def test_coefficients_times_the_inputs_are_the_materialised_merge(label, parents):
     base, first, second = parents()

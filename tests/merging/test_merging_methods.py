@@ -12,6 +12,7 @@ import torch
 
 import merging
 from tests.mergekit_oracle import assert_close, mergekit_merge
+from tests.tiny_models import tensor_family as family
 
 SHAPES = [(7,), (33, 20)]
 # Just over one CPU chunk (2**18 elements), so chunk boundaries are exercised.
@@ -55,14 +56,6 @@ VOTING_RANDOM_CASES = [
 ]
 MAGNITUDE_METHODS = {"ties", "breadcrumbs", "breadcrumbs_ties"}
 RANDOM_METHODS = {"dare_linear", "dare_ties", "della", "della_linear"}
-
-
-def family(shape, seed=0):
-    """A base and two fine-tunes (base plus 10% noise), float32."""
-    generator = torch.Generator().manual_seed(seed)
-    base = torch.randn(shape, generator=generator)
-    first = base + 0.1 * torch.randn(shape, generator=generator)
-    return base, first, base + 0.1 * torch.randn(shape, generator=generator)
 
 
 def separated_family(shape, seed=0):

@@ -14,7 +14,8 @@ import torch
 import yaml
 
 from merging import MergeSpec, merge_model, to_mergekit_yaml
-from tests.mergekit_oracle import assert_close, load, run_mergekit_yaml, tiny_family
+from tests.mergekit_oracle import assert_close, load, run_mergekit_yaml
+from tests.tiny_models import saved_family
 
 # {base}, {m1}, {m2} become the checkpoint paths.
 SLERP_SCHEDULE = """
@@ -90,7 +91,7 @@ def family(architecture, tmp_path_factory):
     """Saved once per test session and architecture."""
     if architecture not in _FAMILIES:
         directory = tmp_path_factory.mktemp(architecture)
-        (base, first, second), layers = tiny_family(architecture, directory)
+        (base, first, second), layers = saved_family(architecture, directory)
         paths = {"base": base, "m1": first, "m2": second}
         _FAMILIES[architecture] = directory, paths, {role: load(path) for role, path in paths.items()}, layers
     return _FAMILIES[architecture]

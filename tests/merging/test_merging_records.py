@@ -13,7 +13,7 @@ from scoring.battles import variant_name
 from serving.columns import COLUMN_METHODS, COLUMNS, FIXED, MERGED, request_columns
 from serving.controls import Controls
 from serving.requests import RequestError, extra_spec, merge_specs
-from tests.merging.test_merging_apply import LAYERS, family, sentinel
+from tests.tiny_models import STATE_LAYERS as LAYERS, sentinel, state_family as family
 
 
 def test_the_extra_columns_choices_keep_their_order():

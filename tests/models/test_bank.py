@@ -4,85 +4,16 @@ Gemma 3 is not Llama: its RMSNorm scales by (1 + weight), its embedding is scale
 q/k norms, and most of its layers attend within a sliding window (4 tokens here, shorter than the prompt, so
 the window matters in every test).
 
-tiny_bank() and reference_model() are shared with tests/test_batched.py and tests/test_generation.py.
+The models and the bank are built in tests/tiny_models.py, shared with the serving room.
 """
 
 import pytest
 import torch
-from transformers import (Gemma3ForCausalLM, Gemma3TextConfig, GPT2Config, GPT2LMHeadModel, LlamaConfig,
-                          LlamaForCausalLM)
 
 from models.bank import WeightBank
+from tests.tiny_models import ARCHS, MERGED, PARENTS, logits, perturbed, reference_model, tiny_bank, tiny_model
 
-ARCHS = ("gpt2", "llama-tied", "llama-untied", "gemma3")
-PARENTS = ("base", "model1", "model2")
-MERGED = ("soup", "slerp", "ties")
-PROMPT = [5, 17, 42, 8, 99, 3]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine every parallel region (the CPU
-    attention kernel opens one even for a handful of tokens) waits for a time slice: 7x slower here."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def tiny_model(arch: str, seed: int = 0):
-    torch.manual_seed(seed)
-    if arch == "gpt2":
-        return GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=100, n_positions=64)).eval()
-    if arch == "gemma3":
-        config = Gemma3TextConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
-                                  num_key_value_heads=1, head_dim=8, query_pre_attn_scalar=8, vocab_size=100,
-                                  max_position_embeddings=64, sliding_window=4,
-                                  layer_types=["sliding_attention", "full_attention", "sliding_attention"],
-                                  tie_word_embeddings=True, pad_token_id=0, bos_token_id=2, eos_token_id=1)
-        model = Gemma3ForCausalLM(config).eval()
-        with torch.no_grad():  # norm gains of 1 + 3: the layers, not the scaled embedding, decide the next token
-            for name, p in model.named_parameters():
-                if name.endswith("norm.weight"):
-                    p.fill_(3.0)
-        return model
-    config = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, vocab_size=100, max_position_embeddings=64,
-                         tie_word_embeddings=arch == "llama-tied")
-    return LlamaForCausalLM(config).eval()
-
-
-def perturbed(state: dict, seed: int) -> dict:
-    # Large changes, so that every variant answers differently and a row reading the wrong slice shows.
-    gen = torch.Generator().manual_seed(seed)
-    return {n: t + 0.5 * torch.randn(t.shape, generator=gen) for n, t in state.items()}
-
-
-def tiny_bank(arch: str, template=None) -> tuple[WeightBank, dict[str, dict[str, torch.Tensor]]]:
-    """A bank of six distinct variants, and each variant's weights as a plain state dict."""
-    template = template if template is not None else tiny_model(arch)
-    base = {n: p.detach().clone() for n, p in template.named_parameters()}
-    weights = {"base": base, "model1": perturbed(base, 1), "model2": perturbed(base, 2)}
-    bank = WeightBank.build(template, {r: dict(weights[r]) for r in PARENTS}, MERGED)
-    for i, name in enumerate(MERGED):
-        weights[name] = perturbed(base, 10 + i)
-        for n, view in bank.slice(name).items():
-            view.copy_(weights[name][n])
-    return bank, weights
-
-
-def reference_model(arch: str, weights: dict[str, torch.Tensor]):
-    """A plain Hugging Face model with the given weights, owning its own memory."""
-    model = tiny_model(arch)
-    with torch.no_grad():
-        for n, t in weights.items():
-            model.get_parameter(n).copy_(t)
-    return model
-
-
-def logits(model, ids=PROMPT) -> torch.Tensor:
-    with torch.no_grad():
-        return model(torch.tensor([ids])).logits[0]
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("arch", ARCHS)

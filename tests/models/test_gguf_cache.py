@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
 from models import gguf_cache
 from errors import SourceError
@@ -75,11 +75,7 @@ def write_gguf(path: Path, model: LlamaForCausalLM, tok) -> None:
 def tiny(tmp_path_factory):
     """(gguf bytes, input ids, the torch model's logits)."""
     tok = tiny_models.tokenizer()
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-        vocab_size=len(tok), max_position_embeddings=128, tie_word_embeddings=False,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)).eval()
+    model = tiny_models.gguf_llama(tok)
     path = tmp_path_factory.mktemp("gguf") / NAME
     write_gguf(path, model, tok)
     ids = torch.tensor([tok.encode(TEXT)])

@@ -10,14 +10,8 @@ from page import views
 from serving.comparison import Comparison, Request
 from serving.requests import Controls, generation_settings, merge_specs
 from tests import tiny_models
-from tests.models.test_model_set import preset_for
 
 GIB = memory.GIB
-
-
-@pytest.fixture(scope="module")
-def gpt2_dirs(tmp_path_factory):
-    return tiny_models.model_set_dirs(tmp_path_factory.mktemp("gpt2"), "gpt2")
 
 
 def device(available_gib: float, slice_gib: float = 1.0, runtime_gib: float = 0.5, packed_gib: float = 0.0):
@@ -84,7 +78,7 @@ def test_cache_and_context_from_the_config():
 
 def sizes_of(dirs):
     """The plan's parts for this model set, from a load with memory to spare."""
-    ms = model_set.load(preset_for(dirs), pool=4, available={"cpu": 64 * GIB})
+    ms = model_set.load(tiny_models.preset(dirs), pool=4, available={"cpu": 64 * GIB})
     d = ms.plan.devices[0]
     return ms, d.bank + d.runtime, d.slice_bytes
 
@@ -92,7 +86,7 @@ def sizes_of(dirs):
 def test_a_small_device_gets_a_smaller_pool_and_the_comparison_reuses_it(gpt2_dirs):
     roomy, fixed, one = sizes_of(gpt2_dirs)
     assert roomy.plan.pool == 4 and one == roomy.bank.slice_nbytes
-    ms = model_set.load(preset_for(gpt2_dirs), pool=4, available={"cpu": fixed + 2 * one + one // 2})
+    ms = model_set.load(tiny_models.preset(gpt2_dirs), pool=4, available={"cpu": fixed + 2 * one + one // 2})
     assert ms.plan.pool == 2 and ms.bank.variants[3:] == ["pool0", "pool1"]
     assert "pool        2 of 4 slices asked" in ms.summary()
     # Five distinct TIES settings in a row: the pool stays at its two planned slices, each re-merged in turn.
@@ -117,7 +111,7 @@ def test_a_small_device_gets_a_smaller_pool_and_the_comparison_reuses_it(gpt2_di
 def test_too_small_a_device_is_refused_and_check_prints_the_plan(gpt2_dirs, monkeypatch, capsys):
     _, fixed, one = sizes_of(gpt2_dirs)
     with pytest.raises(memory.MemoryPlanError, match="not enough memory on cpu"):
-        model_set.load(preset_for(gpt2_dirs), available={"cpu": fixed + one // 2})
+        model_set.load(tiny_models.preset(gpt2_dirs), available={"cpu": fixed + one // 2})
     flags = ["--base", str(gpt2_dirs["base"]), "--model1", str(gpt2_dirs["model1"]), "--model2",
              str(gpt2_dirs["model2"]), "--device", "cpu", "--prompt-format", "plain_qa", "--check"]
     monkeypatch.setattr(memory, "available_bytes", lambda d: fixed + 3 * one + one // 2)
@@ -131,10 +125,7 @@ def test_too_small_a_device_is_refused_and_check_prints_the_plan(gpt2_dirs, monk
 
 
 def test_a_float32_cpu_bank_plans_its_packed_copies():
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    # 512 x 1536 attention weights in float32: 3 MiB, packed once 6 rows read them.
-    big = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=512, n_head=4, n_positions=32, vocab_size=64))
+    big = tiny_models.wide_gpt2()  # its attention weights are packed once 6 rows read them
     found = model_set.plan_memory(big, torch.float32, 4, {"cpu": 64 * GIB})
     assert found.packed and found.devices[0].packed_per_slice >= 3 * 2**20
     assert model_set.plan_memory(big, torch.bfloat16, 4, {"cpu": 64 * GIB}).devices[0].packed_per_slice == 0

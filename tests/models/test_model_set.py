@@ -13,17 +13,6 @@ from tests import tiny_models
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def preset_for(dirs, **fields):
-    raw = {"name": "tiny", "base": str(dirs["base"]), "model1": str(dirs["model1"]), "model2": str(dirs["model2"]),
-           "prompt_format": "plain_qa", "device": "cpu", **fields}
-    return presets._build(raw, "test")
-
-
-@pytest.fixture(scope="module")
-def gpt2_dirs(tmp_path_factory):
-    return tiny_models.model_set_dirs(tmp_path_factory.mktemp("gpt2"), "gpt2")
-
-
 @pytest.fixture(scope="module")
 def llama_dirs(tmp_path_factory):
     return tiny_models.model_set_dirs(tmp_path_factory.mktemp("llama"), "llama")
@@ -32,7 +21,7 @@ def llama_dirs(tmp_path_factory):
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
 def test_loads_every_variant_into_one_bank(arch, gpt2_dirs, llama_dirs):
     dirs = gpt2_dirs if arch == "gpt2" else llama_dirs
-    ms = model_set.load(preset_for(dirs))
+    ms = model_set.load(tiny_models.preset(dirs))
     assert ms.bank.variants == ["base", "model1", "model2", "pool0", "pool1", "pool2", "pool3"]
     assert ms.dtype == torch.float32 and ms.device == "cpu" and ms.num_layers == 3
     for role in ("model1", "model2"):
@@ -49,14 +38,14 @@ def test_loads_every_variant_into_one_bank(arch, gpt2_dirs, llama_dirs):
 
 
 def test_the_pool_is_the_owners_to_size_and_costs_nothing_until_used(gpt2_dirs):
-    ms = model_set.load(preset_for(gpt2_dirs), pool=2)
+    ms = model_set.load(tiny_models.preset(gpt2_dirs), pool=2)
     assert ms.bank.variants == ["base", "model1", "model2", "pool0", "pool1"]
     assert "2 pool slices" in ms.summary() and "SLERP" in ms.summary()
 
 
 def test_one_extra_token_in_the_finetunes_is_resolved_like_mergekit(tmp_path):
     dirs = tiny_models.model_set_dirs(tmp_path, "gpt2", extra_token_in_finetunes=True)
-    ms = model_set.load(preset_for(dirs))
+    ms = model_set.load(tiny_models.preset(dirs))
     base_vocab = len(tiny_models.tokenizer())
     assert len(ms.tokenizer) == base_vocab + 1
     assert ms.tokenizer.convert_tokens_to_ids(tiny_models.STOP) == base_vocab
@@ -87,7 +76,7 @@ def test_shape_mismatch_names_tensor_shapes_and_sources(tmp_path, gpt2_dirs):
     wide = tiny_models.model("gpt2", len(tiny_models.tokenizer()), n_inner=200)
     odd = tiny_models.save(wide, tiny_models.tokenizer(), tmp_path / "odd")
     with pytest.raises(compat.CompatibilityError) as err:
-        model_set.load(preset_for({**gpt2_dirs, "model2": odd}))
+        model_set.load(tiny_models.preset({**gpt2_dirs, "model2": odd}))
     message = str(err.value)
     assert "shape mismatch at 'transformer.h.0.mlp.c_fc.weight'" in message
     assert "(32, 128)" in message and "(32, 200)" in message and str(odd) in message
@@ -96,7 +85,7 @@ def test_shape_mismatch_names_tensor_shapes_and_sources(tmp_path, gpt2_dirs):
 def test_architecture_mismatch_is_refused(gpt2_dirs, llama_dirs):
     with pytest.raises(compat.CompatibilityError, match="architecture mismatch: base .* GPT2LMHeadModel, model1 .* "
                                                         "LlamaForCausalLM"):
-        model_set.load(preset_for({**gpt2_dirs, "model1": llama_dirs["model1"]}))
+        model_set.load(tiny_models.preset({**gpt2_dirs, "model1": llama_dirs["model1"]}))
 
 
 def test_vocabulary_mismatch_is_refused(tmp_path, gpt2_dirs):
@@ -105,7 +94,7 @@ def test_vocabulary_mismatch_is_refused(tmp_path, gpt2_dirs):
     m.resize_token_embeddings(len(other))
     folder = tiny_models.save(m, other, tmp_path / "othervocab")
     with pytest.raises(compat.CompatibilityError, match=r"tokenizer mismatch: token id \d+ is"):
-        model_set.load(preset_for({**gpt2_dirs, "model1": folder}))
+        model_set.load(tiny_models.preset({**gpt2_dirs, "model1": folder}))
 
 
 def test_pickle_only_checkpoint_is_refused_unless_allowed(tmp_path, gpt2_dirs):
@@ -113,17 +102,17 @@ def test_pickle_only_checkpoint_is_refused_unless_allowed(tmp_path, gpt2_dirs):
     folder = tiny_models.save(m, tiny_models.tokenizer(), tmp_path / "pickled", safe=False)
     assert not list(folder.glob("*.safetensors"))
     with pytest.raises(sources.SourceError, match="no safetensors weights .* --allow-pickle"):
-        model_set.load(preset_for({**gpt2_dirs, "model2": folder}))
-    ms = model_set.load(preset_for({**gpt2_dirs, "model2": folder}, allow_pickle=True))
+        model_set.load(tiny_models.preset({**gpt2_dirs, "model2": folder}))
+    ms = model_set.load(tiny_models.preset({**gpt2_dirs, "model2": folder}, allow_pickle=True))
     assert torch.equal(ms.bank.slice("model2")["transformer.h.0.attn.c_attn.weight"],
                        m.state_dict()["transformer.h.0.attn.c_attn.weight"])
 
 
 def test_missing_folder_and_bad_hub_id_name_the_source(tmp_path, gpt2_dirs):
     with pytest.raises(sources.SourceError, match=r"source '\./nowhere': no such folder"):
-        model_set.load(preset_for({**gpt2_dirs, "model1": "./nowhere"}))
+        model_set.load(tiny_models.preset({**gpt2_dirs, "model1": "./nowhere"}))
     with pytest.raises(sources.SourceError, match=r"source 'nobody/no-such-model-harman'.*Hub id"):
-        model_set.load(preset_for({**gpt2_dirs, "model1": "nobody/no-such-model-harman"}))
+        model_set.load(tiny_models.preset({**gpt2_dirs, "model1": "nobody/no-such-model-harman"}))
 
 
 def run_check(*args, env=None):

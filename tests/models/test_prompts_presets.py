@@ -94,3 +94,16 @@ def test_sources_given_instead_of_a_presets_own_get_the_auto_format():
     chosen = presets.load("default", overrides={"base": "/my/base", "prompt_format": "plain_qa"}, environ={})
     assert chosen.prompt_format == "plain_qa"
     assert presets.load("default", overrides={"base": None}, environ={}).prompt_format == "plain_qa"
+
+
+def test_a_preset_built_from_its_fields_is_checked_as_a_files_are():
+    fields = {"name": "mine", "base": "/b", "model1": "/m1", "model2": "/m2", "prompt_format": "plain_qa",
+              "generation": {"max_new_tokens": "8"}}
+    p = presets.build(fields, "my fields")
+    assert (p.name, p.base, p.prompt_format, p.generation.max_new_tokens, p.source_file) == \
+        ("mine", "/b", "plain_qa", 8, "my fields")
+    assert fields["generation"] == {"max_new_tokens": "8"}  # the caller's fields are left as they were
+    with pytest.raises(presets.PresetError, match="my fields: unknown key.s. colour"):
+        presets.build({**fields, "colour": "red"}, "my fields")
+    with pytest.raises(presets.PresetError, match="fields: no source given for model2"):
+        presets.build({"base": "/b", "model1": "/m1"})

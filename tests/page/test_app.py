@@ -1,8 +1,8 @@
 """The page's `compare` endpoint, driven with gradio_client against the app launched in-process on tiny models."""
 
-import math
+import queue
 import threading
-import time
+from collections import defaultdict
 
 import pytest
 import torch
@@ -12,36 +12,15 @@ import app
 from models import model_set, presets
 from serving.comparison import Comparison
 from tests import tiny_models
+from tests.page.defaults import DEFAULTS, QUESTION
 
-QUESTION = "Dünyanın en soğuk yeri neresidir?"
-DEFAULTS = dict(question=QUESTION, soup_w1=0.5, soup_w2=0.5, slerp_t=0.5, ties_density=0.5, ties_w1=1.0, ties_w2=1.0,
-                ties_density1=None, ties_density2=None, ties_lambda=1.0, slerp_attn_schedule="",
-                slerp_mlp_schedule="", extra_method="", extra_density=0.5, max_new_tokens=12, temperature=0.7,
-                top_p=0.9, repetition_penalty=1.0, greedy=True, seed=0)
 ANSWERS = slice(1 + len(app.COLUMNS), 1 + 2 * len(app.COLUMNS))
-
-
-def sign_agreeing_dirs(root):
-    """Fine-tunes whose updates agree in sign everywhere, so TIES at density 1 has no conflict to resolve."""
-    tok = tiny_models.tokenizer()
-    base = tiny_models.model("gpt2", len(tok))
-    tuned1 = tiny_models.finetune_of(base, seed=1, scale=0.05)
-    tuned2 = tiny_models.finetune_of(base, seed=1, scale=0.0)
-    gen = torch.Generator().manual_seed(2)
-    with torch.no_grad():
-        for p0, p1, p2 in zip(base.parameters(), tuned1.parameters(), tuned2.parameters()):
-            delta1 = p1 - p0
-            p2.copy_(p0 + delta1.sign() * torch.rand(p0.shape, generator=gen) * 0.1)
-    return {"base": tiny_models.save(base, tok, root / "base"), "model1": tiny_models.save(tuned1, tok, root / "m1"),
-            "model2": tiny_models.save(tuned2, tok, root / "m2")}
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    dirs = sign_agreeing_dirs(tmp_path_factory.mktemp("app"))
-    preset = presets._build({"name": "tiny", "base": str(dirs["base"]), "model1": str(dirs["model1"]),
-                             "model2": str(dirs["model2"]), "prompt_format": "plain_qa", "device": "cpu",
-                             "generation": {"max_new_tokens": 12, "max_new_tokens_cap": 64}}, "test")
+    dirs = tiny_models.sign_agreeing_dirs(tmp_path_factory.mktemp("app"))
+    preset = tiny_models.preset(dirs, generation={"max_new_tokens": 12, "max_new_tokens_cap": 64})
     comparison = Comparison(model_set.load(preset))
     page, options = app.build_page(comparison, ["Türkiye'nin başkenti neresidir?"])
     app.queue_quietly(page.queue(max_size=16, default_concurrency_limit=4))
@@ -119,8 +98,37 @@ def no_answer_cache(served):
     comparison.answer_cache = 256
 
 
+def watch_runs(comparison):
+    """Wraps comparison.run: per question, an event set once a snapshot with tokens has gone to the page, and one
+    set once the request's generator has ended (its rows out of the loop, its slices let go); and the undo."""
+    streaming, ended = defaultdict(threading.Event), defaultdict(threading.Event)
+    run = comparison.run
+
+    def watched(request, stop_event=None):
+        snapshots = run(request, stop_event)
+        try:
+            for snapshot in snapshots:
+                yield snapshot
+                if any(c.n_tokens for c in snapshot.columns.values()):
+                    streaming[request.question].set()
+        finally:
+            snapshots.close()  # its own cleanup first: the stop, the rows leaving, the slices let go
+            ended[request.question].set()
+
+    comparison.run = watched
+    return streaming, ended, lambda: delattr(comparison, "run")
+
+
+def first_output(job, timeout: float = 120):
+    """A client job's first streamed output, waited for in a thread: the timeout only bounds a hang."""
+    got = queue.Queue()
+    threading.Thread(target=lambda: got.put(next(iter(job), None)), daemon=True).start()
+    return got.get(timeout=timeout)
+
+
 @pytest.mark.parametrize("clients", [2, 3])
-def test_concurrent_clients_with_their_own_settings_get_what_they_get_alone(served, no_answer_cache, clients):
+def test_concurrent_clients_with_their_own_settings_get_what_they_get_alone(served, no_answer_cache, clients,
+                                                                           batches):
     """No answer comes from the cache: every column of every request decodes, in one loop, next to the others'."""
     client, comparison = served
     asks = [dict(question="Çay nasıl demlenir?", slerp_t=0.2, soup_w1=0.9, soup_w2=0.1, ties_density=0.4),
@@ -128,12 +136,7 @@ def test_concurrent_clients_with_their_own_settings_get_what_they_get_alone(serv
             dict(question="Işık nedir?", slerp_t=0.5, soup_w1=0.6, soup_w2=0.6, ties_density=0.4)][:clients]
     alone = [ask(client, max_new_tokens=20, **a) for a in asks]
     assert len({a["slerp"] for a in alone}) == clients
-    most, watching = [0], threading.Event()
-
-    def watch():
-        while not watching.is_set():
-            most[0] = max(most[0], comparison.loop.rows)
-            time.sleep(0.005)
+    steps = batches(comparison.loop)  # the rows of every decoding step, read in the loop itself
 
     # The requests' first jobs reach the loop together (a barrier, not a timer): on busy cores one request could
     # otherwise finish its 20 tokens before the next one arrives, and nothing would share a batch.
@@ -146,38 +149,32 @@ def test_concurrent_clients_with_their_own_settings_get_what_they_get_alone(serv
         return submit(job)
 
     comparison.loop.submit = submit_together
-    watcher = threading.Thread(target=watch)
-    watcher.start()
     try:
         jobs = [client.submit(*{**DEFAULTS, "max_new_tokens": 20, **a}.values(), api_name="/compare") for a in asks]
         together = [dict(zip(app.COLUMNS, job.result(timeout=120)[ANSWERS])) for job in jobs]
     finally:
         comparison.loop.submit = submit
-        watching.set()
-        watcher.join()
     assert together == alone
-    assert most[0] > len(app.COLUMNS[:5])  # rows of more than one request decoded in the same batch
+    assert max(len(step) for step in steps) > len(app.COLUMNS[:5])  # more than one request's rows in one step
 
 
 def test_cancelled_job_stops_generation_and_releases_the_variants(served):
     client, comparison = served
-    job = client.submit(*{**DEFAULTS, "question": "Uzun bir hikâye anlat.", "max_new_tokens": 64,
-                          "repetition_penalty": 1.0, "slerp_t": 0.45}.values(), api_name="/compare")
-    deadline = time.time() + 60
-    while not job.outputs() and time.time() < deadline:
-        time.sleep(0.05)
-    job.cancel()
-    deadline = time.time() + 5
-    def busy():
-        return any(s.readers for s in comparison.pool.slots) or comparison.loop.rows
-
-    while busy() and time.time() < deadline:
-        time.sleep(0.05)
-    assert not busy()
+    question = "Uzun bir hikâye anlat."
+    streaming, ended, restore = watch_runs(comparison)
+    try:
+        job = client.submit(*{**DEFAULTS, "question": question, "max_new_tokens": 64, "repetition_penalty": 1.0,
+                              "slerp_t": 0.45}.values(), api_name="/compare")
+        assert streaming[question].wait(timeout=120)  # the timeouts only bound a hang
+        job.cancel()
+        assert ended[question].wait(timeout=120)
+    finally:
+        restore()
+    assert not any(s.readers for s in comparison.pool.slots) and not comparison.loop.rows
     assert ask(client, question="Ankara nerededir?")["model1"]  # and the app keeps serving
 
 
-def test_stop_event_ends_every_column_within_a_second(served):
+def test_stop_event_ends_every_column_at_the_next_step(served):
     from serving.comparison import Request
     from serving.requests import Controls, generation_settings, merge_specs
 
@@ -189,11 +186,11 @@ def test_stop_event_ends_every_column_within_a_second(served):
     snapshots = comparison.run(request, stop)
     next(snapshots)
     stop.set()
-    started = time.perf_counter()
+    steps = comparison.loop.steps
     last = None
     for last in snapshots:
         pass
-    assert time.perf_counter() - started < 1.0
+    assert comparison.loop.steps - steps <= 1  # the step under way when it came, if any, and no other
     assert all(c.done for c in last.columns.values())
     assert {c.finish_reason for c in last.columns.values()} <= {"stopped", "eos", "length"}
 
@@ -224,6 +221,35 @@ def test_extra_column_runs_the_chosen_method(served):
     assert out["extra"] == out["model1"]
 
 
+def test_the_extra_column_answers_as_its_merge_where_it_differs_from_both_models(served):
+    """Task arithmetic with weights 0.5 and 1 and lambda 0.8 (base -0.2, Model 1 0.4, Model 2 0.8, mergekit's
+    task_arithmetic without normalising): neither Model 1's answer nor Model 2's, but the greedy answer of plain
+    transformers with those weights summed here by hand."""
+    from transformers import AutoModelForCausalLM
+
+    client, comparison = served
+    question = "Işık nedir?"
+    out = ask(client, question=question, extra_method="task_arithmetic", ties_w1=0.5, ties_w2=1.0, ties_lambda=0.8)
+    assert out["extra"] != out["model1"] and out["extra"] != out["model2"]
+    preset, tok = comparison.model_set.preset, comparison.model_set.tokenizer
+    base, first, second = (AutoModelForCausalLM.from_pretrained(getattr(preset, role)).eval()
+                           for role in ("base", "model1", "model2"))
+    with torch.no_grad():
+        for name, weight in base.named_parameters():
+            delta1, delta2 = first.get_parameter(name) - weight, second.get_parameter(name) - weight
+            weight.add_(0.8 * (0.5 * delta1 + 1.0 * delta2))
+    prompt = comparison.prompt(question, DEFAULTS["max_new_tokens"])
+    ids = torch.tensor([prompt.ids])
+    with torch.no_grad():
+        tokens = base.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                               max_new_tokens=DEFAULTS["max_new_tokens"], eos_token_id=list(prompt.eos_token_ids),
+                               pad_token_id=prompt.eos_token_ids[0])[0, ids.shape[1]:]
+    text = tok.decode(tokens, skip_special_tokens=True)
+    for stop in prompt.stop_strings:  # the answer ends before a stop string, as the page's does
+        text = text.split(stop)[0]
+    assert out["extra"].strip() == text.strip() and text.strip()
+
+
 @pytest.fixture(scope="module")
 def measured(tmp_path_factory):
     """The app with a held-out file and a save directory, for the measure-and-keep endpoints."""
@@ -234,9 +260,7 @@ def measured(tmp_path_factory):
         f"{q}\t{a}\t{a}\n" for q, a in [("Ankara nerededir?", "Ankara İç Anadolu'dadır."),
                                          ("Işık nedir?", "Işık bir dalgadır."), ("Çay nedir?", "Çay bir içecektir.")]),
         encoding="utf-8")
-    preset = presets._build({"name": "tiny", "base": str(dirs["base"]), "model1": str(dirs["model1"]),
-                             "model2": str(dirs["model2"]), "prompt_format": "plain_qa", "device": "cpu",
-                             "generation": {"max_new_tokens": 6, "max_new_tokens_cap": 64}}, "test")
+    preset = tiny_models.preset(dirs, generation={"max_new_tokens": 6, "max_new_tokens_cap": 64})
     limits = app.Limits(heldout=(str(heldout),), max_rows=10, max_sweep_points=7, save_dir=str(root / "saved"))
     page, options = app.build_page(Comparison(model_set.load(preset)), [], limits)
     page.queue()
@@ -304,11 +328,15 @@ def test_score_sweep_export_and_save_endpoints(measured):
 
 
 def test_a_question_over_the_limit_is_refused_at_once_and_the_next_is_answered(served):
-    client, _ = served
-    started = time.perf_counter()
-    with pytest.raises(Exception, match="300000 karakter, bu kurulumun 2000 karakterlik sınırını aşıyor"):
-        client.predict(*{**DEFAULTS, "question": "Ankara " * 42_857 + "?"}.values(), api_name="/compare")
-    assert time.perf_counter() - started < 5  # refused before anything is prefilled (it held the server 327 s)
+    client, comparison = served
+    submitted, submit = [], comparison.loop.submit
+    comparison.loop.submit = lambda job: submitted.append(job) or submit(job)
+    try:
+        with pytest.raises(Exception, match="300000 karakter, bu kurulumun 2000 karakterlik sınırını aşıyor"):
+            client.predict(*{**DEFAULTS, "question": "Ankara " * 42_857 + "?"}.values(), api_name="/compare")
+    finally:
+        comparison.loop.submit = submit
+    assert submitted == []  # refused before anything is prefilled (it held the server 327 s)
     assert all(ask(client, question="Ankara nerededir?", max_new_tokens=4)[c] for c in app.COLUMNS[:5])
 
 
@@ -317,17 +345,18 @@ def test_one_visitors_stop_leaves_the_others_streaming(served, no_answer_cache):
     other = dict(question="Işık nedir?", slerp_t=0.3, max_new_tokens=24, repetition_penalty=1.0)
     alone = ask(client, **other)
     visitor = Client(client.src, verbose=False)  # a second visitor, with a session of its own
-    stopped = visitor.submit(*{**DEFAULTS, "question": "Uzun bir hikâye anlat.", "max_new_tokens": 64,
-                               "repetition_penalty": 1.0}.values(), api_name="/compare")
-    running = client.submit(*{**DEFAULTS, **other}.values(), api_name="/compare")
-    deadline = time.time() + 60
-    while not stopped.outputs() and time.time() < deadline:
-        time.sleep(0.02)
-    stopped.cancel()
-    assert dict(zip(app.COLUMNS, running.result(timeout=120)[ANSWERS])) == alone
-    deadline = time.time() + 5
-    while comparison.loop.rows and time.time() < deadline:
-        time.sleep(0.05)
+    long = "Uzun bir hikâye anlat."
+    streaming, ended, restore = watch_runs(comparison)
+    try:
+        stopped = visitor.submit(*{**DEFAULTS, "question": long, "max_new_tokens": 64,
+                                   "repetition_penalty": 1.0}.values(), api_name="/compare")
+        running = client.submit(*{**DEFAULTS, **other}.values(), api_name="/compare")
+        assert streaming[long].wait(timeout=120)  # the timeouts only bound a hang
+        stopped.cancel()
+        assert dict(zip(app.COLUMNS, running.result(timeout=120)[ANSWERS])) == alone
+        assert ended[long].wait(timeout=120) and ended[other["question"]].wait(timeout=120)
+    finally:
+        restore()
     assert comparison.loop.rows == 0
     visitor.close()
 
@@ -381,9 +410,7 @@ def test_the_page_is_served_before_its_models_and_a_question_waits_for_them(tmp_
     from page.tasks import Loading
 
     dirs = tiny_models.model_set_dirs(tmp_path, "gpt2")
-    preset = presets._build({"name": "tiny", "base": str(dirs["base"]), "model1": str(dirs["model1"]),
-                             "model2": str(dirs["model2"]), "prompt_format": "plain_qa", "device": "cpu",
-                             "generation": {"max_new_tokens": 4, "max_new_tokens_cap": 64}}, "test")
+    preset = tiny_models.preset(dirs, generation={"max_new_tokens": 4, "max_new_tokens_cap": 64})
     release = threading.Event()
 
     def load():
@@ -398,10 +425,7 @@ def test_the_page_is_served_before_its_models_and_a_question_waits_for_them(tmp_
     client = Client(url, verbose=False, headers={"Accept-Language": "en"})
     try:
         job = client.submit(*{**DEFAULTS, "max_new_tokens": 4}.values(), api_name="/compare")
-        deadline = time.time() + 30
-        while not job.outputs() and time.time() < deadline:
-            time.sleep(0.05)
-        assert not loading.ready() and "The models are loading" in job.outputs()[0][0]
+        assert not loading.ready() and "The models are loading" in first_output(job)[0]
         release.set()
         answers = dict(zip(app.COLUMNS, job.result(timeout=120)[ANSWERS]))
         assert all(answers[c] for c in app.COLUMNS[:5]), answers

@@ -2,19 +2,11 @@
 from their names, generic column labels and a generation cap from their own context length, never the offline
 default's; the owner's --title, --label1 and --label2 win."""
 
-import pytest
-
 import app
 from models import presets
 from page import views
-from tests import tiny_models
 
 OWN = {"base": "/models/my-base", "model1": "org/qa-finetune", "model2": "/models/instruct-ft/"}
-
-
-@pytest.fixture(scope="module")
-def gpt2_dirs(tmp_path_factory):
-    return tiny_models.model_set_dirs(tmp_path_factory.mktemp("gpt2"), "gpt2")
 
 
 def test_sources_given_on_the_command_line_get_their_own_title_labels_and_cap():

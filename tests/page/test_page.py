@@ -3,7 +3,6 @@ links, and the per-visitor Stop and request limit."""
 
 import string
 import threading
-import time
 from types import SimpleNamespace
 
 import pytest
@@ -85,17 +84,20 @@ def test_a_visitor_over_the_request_limit_is_refused():
 
 
 def test_background_work_keeps_the_handler_yielding_and_a_closed_handler_cancels_it():
-    cancel = threading.Event()
+    cancel, reported = threading.Event(), threading.Event()
 
     def work(report):
         while not cancel.is_set():
             report(0.5, "working")
-            time.sleep(0.01)
+            reported.set()
+            cancel.wait(0.01)
         return "stopped"
 
     seen = []
     runner = tasks.background(work, cancel, "idle", lambda f, what: seen.append(what), poll=0.01)
     assert next(runner) == "idle"
+    assert reported.wait(timeout=60)  # the timeout only bounds a hang
+    assert next(runner) == "idle"  # its progress now carries what the work reported
     runner.close()  # the visitor closed the tab
     assert cancel.is_set() and "working" in seen
 
@@ -110,7 +112,7 @@ def test_a_new_control_row_reaches_the_page_the_api_the_link_and_the_sweep_list(
     """One row in serving/controls.py: a slider on the page, a parameter of the compare endpoint, a key of the
     shared link and a choice of the sweep, with no other edit."""
     import app
-    from models import model_set, presets
+    from models import model_set
     from scoring import variants
     from serving import requests
     from serving.comparison import Comparison
@@ -127,8 +129,7 @@ def test_a_new_control_row_reaches_the_page_the_api_the_link_and_the_sweep_list(
     monkeypatch.setattr(variants, "SWEEPABLE", derived["SWEEPABLE"])
 
     dirs = tiny_models.model_set_dirs(tmp_path, "gpt2")
-    preset = presets._build({"name": "tiny", "base": str(dirs["base"]), "model1": str(dirs["model1"]),
-                             "model2": str(dirs["model2"]), "prompt_format": "plain_qa", "device": "cpu"}, "test")
+    preset = tiny_models.preset(dirs)
     page, options = app.build_page(Comparison(model_set.load(preset)), [])
     config = page.get_config_file()
     sliders = [c for c in config["components"] if c.get("props", {}).get("elem_id") == "slerp_t_extra"]
@@ -146,19 +147,19 @@ def test_a_new_control_row_reaches_the_page_the_api_the_link_and_the_sweep_list(
 
 def test_loading_hands_its_value_or_its_error_to_every_waiting_request():
     started, errors = threading.Event(), []
-    loading = tasks.Loading(lambda: started.wait(5) and "models")
+    loading = tasks.Loading(lambda: started.wait(60) and "models")
     assert not loading.ready()
     with pytest.raises(TimeoutError):
         loading.get(timeout=0.01)
     loading.start()
     started.set()
-    assert loading.get(timeout=5) == "models" and loading.ready()
+    assert loading.get(timeout=60) == "models" and loading.ready()
 
     failing = tasks.Loading(lambda: 1 / 0, errors.append)
     failing.start()
     for _ in range(2):  # every request that waited gets the load's own error
         with pytest.raises(ZeroDivisionError):
-            failing.get(timeout=5)
+            failing.get(timeout=60)
     assert isinstance(errors[0], ZeroDivisionError)
     assert tasks.Loading.done("ready").get(timeout=0) == "ready"
 

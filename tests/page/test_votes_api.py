@@ -8,11 +8,11 @@ import pytest
 from gradio_client import Client
 
 import app
-from models import model_set, presets
+from models import model_set
 from scoring.votes import EXPORT_COLUMNS, VoteStore
 from serving.comparison import Comparison
 from tests import tiny_models
-from tests.page.test_app import DEFAULTS
+from tests.page.defaults import DEFAULTS
 
 ANSWERS = slice(1 + len(app.COLUMNS), 1 + 2 * len(app.COLUMNS))
 
@@ -25,9 +25,7 @@ def served(tmp_path_factory):
     dirs = {"base": tiny_models.save(base, tok, root / "base"),
             "model1": tiny_models.save(tiny_models.finetune_of(base, seed=1, scale=0.05), tok, root / "m1"),
             "model2": tiny_models.save(tiny_models.finetune_of(base, seed=2, scale=0.05), tok, root / "m2")}
-    preset = presets._build({"name": "tiny", "prompt_format": "plain_qa", "device": "cpu",
-                             "generation": {"max_new_tokens": 8, "max_new_tokens_cap": 32},
-                             **{k: str(v) for k, v in dirs.items()}}, "test")
+    preset = tiny_models.preset(dirs, generation={"max_new_tokens": 8, "max_new_tokens_cap": 32})
     store = VoteStore(root / "votes.sqlite")
     page, options = app.build_page(Comparison(model_set.load(preset)), ["Türkiye'nin başkenti neresidir?"],
                                    app.Limits(max_votes_per_minute=5), votes=store)

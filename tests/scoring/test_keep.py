@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from models import model_set, presets, saving
+from models import model_set, saving
 from page import views
 from scoring import turkish
 from scoring import variants as scoring
@@ -21,8 +21,7 @@ from tests.mergekit_oracle import assert_close, run_mergekit_yaml
 def comparison(tmp_path_factory):
     root = tmp_path_factory.mktemp("keep")
     dirs = tiny_models.model_set_dirs(root, "llama")
-    preset = presets._build({"name": "tiny", "base": str(dirs["base"]), "model1": str(dirs["model1"]),
-                             "model2": str(dirs["model2"]), "prompt_format": "plain_qa", "device": "cpu"}, "test")
+    preset = tiny_models.preset(dirs)
     return Comparison(model_set.load(preset))
 
 

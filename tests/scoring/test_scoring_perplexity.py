@@ -3,9 +3,10 @@ import math
 import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
 
 from scoring.perplexity import answer_nll, answer_nll_many, perplexity
+from tests.tiny_models import word_level_gpt2 as tiny_model
 
 SENTENCES = [
     "Boğaz köprüsü denizden 64 metre yüksekliğe sahiptir .",
@@ -25,12 +26,6 @@ def tokenizer():
     word_level.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     word_level.train_from_iterator(SENTENCES, trainers.WordLevelTrainer(special_tokens=["[PAD]", "[UNK]"]))
     return PreTrainedTokenizerFast(tokenizer_object=word_level, pad_token="[PAD]", unk_token="[UNK]")
-
-
-def tiny_model(tokenizer, seed):
-    torch.manual_seed(seed)
-    config = GPT2Config(n_layer=2, n_embd=32, n_head=4, n_positions=32, vocab_size=len(tokenizer))
-    return GPT2LMHeadModel(config).eval()
 
 
 @pytest.fixture(scope="module")

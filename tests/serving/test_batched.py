@@ -9,7 +9,9 @@ from torch import nn
 from serving import batched
 from serving.batched import BankedLinear, Rows, UnsupportedModel, batched_model, selected_rows
 from serving.generation import GenerationSettings, generate
-from tests.models.test_bank import ARCHS, PROMPT, logits, one_thread, tiny_bank, tiny_model  # noqa: F401 (one_thread: autouse)
+from tests.tiny_models import ARCHS, PROMPT, logits, tiny_bank, tiny_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def batched_logits(bank, variants, ids=PROMPT) -> torch.Tensor:

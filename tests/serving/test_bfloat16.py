@@ -23,9 +23,10 @@ from tests.bf16_reference import (
     forward,
     merge_into,
 )
-from tests.models.test_bank import PROMPT, one_thread  # noqa: F401 (one_thread: autouse)
-from tests.merging.test_merging_coefficients import SPECS
-from tests.merging.test_merging_methods import family
+from tests.merge_specs import SPECS
+from tests.tiny_models import PROMPT, tensor_family as family
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 # A tensor just over one chunk of its device (merging/chunks.py), so that every chunked loop crosses a boundary.
 OVER_ONE_CHUNK = {"cpu": (520, 510), "cuda": (4097, 4096)}

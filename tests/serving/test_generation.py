@@ -11,7 +11,9 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from serving.generation import GenerationSettings, QueueStreamer, generate
-from tests.models.test_bank import ARCHS, PROMPT, one_thread, tiny_bank, tiny_model  # noqa: F401 (one_thread: autouse)
+from tests.tiny_models import ARCHS, PROMPT, tiny_bank, tiny_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 ALL = ("base", "model1", "model2", "soup", "slerp", "ties")
 SAMPLING = GenerationSettings(max_new_tokens=24, temperature=0.8, top_p=0.9, repetition_penalty=1.2, seed=7)

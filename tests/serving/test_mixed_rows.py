@@ -5,27 +5,17 @@ Llama and Gemma 3 models, with no merged copy."""
 import pytest
 import torch
 
-from merging import MergeSpec, merge_model
-from merging.coefficients import ParentFigures, coefficients
+from merging import MergeSpec
 from serving import batched
-from serving.batched import Mix, Rows, batched_model, selected_rows
+from serving.batched import Rows, batched_model, selected_rows
 from serving.generation import GenerationSettings, generate
 from tests.bf16_reference import DEVICES, Family, assert_mixed_rows_round_once
-from tests.models.test_bank import ARCHS, PROMPT, logits, one_thread, tiny_bank  # noqa: F401 (autouse)
-from tests.merging.test_merging_coefficients import SPECS
+from tests.merge_specs import SPECS, materialised, mix_for
+from tests.tiny_models import ARCHS, PROMPT, logits, tiny_bank
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 MERGE_FREE = ("soup", "slerp, schedules and filters", "task arithmetic", "model stock", "nuslerp")
-
-
-def mix_for(bank, spec: MergeSpec, num_layers: int) -> Mix:
-    base, first, second = (bank.slice(v) for v in ("base", "model1", "model2"))
-    found = coefficients(spec, list(bank.tensors), num_layers, ParentFigures(base, first, second))
-    return Mix.of(found.table, [bank.index(v) for v in ("base", "model1", "model2")])
-
-
-def materialised(bank, spec: MergeSpec, num_layers: int, into: str = "soup") -> None:
-    base, first, second = (bank.slice(v) for v in ("base", "model1", "model2"))
-    merge_model(bank.slice(into), base, [first, second], spec, num_layers)
 
 
 def rows_logits(bank, recipes, ids) -> torch.Tensor:

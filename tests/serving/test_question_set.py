@@ -28,9 +28,7 @@ COLUMNS = ("model1", "model2", "soup", "slerp", "ties")
 def tiny(tmp_path_factory):
     """A Comparison of a tiny GPT-2 pair whose columns answer differently, and the page's default controls."""
     dirs = tiny_models.model_set_dirs(tmp_path_factory.mktemp("qset"), "gpt2")
-    preset = presets._build({"name": "tiny", "base": str(dirs["base"]), "model1": str(dirs["model1"]),
-                             "model2": str(dirs["model2"]), "prompt_format": "plain_qa", "device": "cpu",
-                             "generation": {"max_new_tokens": 12, "max_new_tokens_cap": 64}}, "test")
+    preset = tiny_models.preset(dirs, generation={"max_new_tokens": 12, "max_new_tokens_cap": 64})
     return Comparison(model_set.load(preset)), preset
 
 
@@ -70,27 +68,20 @@ def test_set_cells_are_the_single_question_answers_token_for_token(tiny):
         assert {c: single.columns[c].text.lstrip() for c in COLUMNS} == {c: grid.text(i, c) for c in COLUMNS}
 
 
-def test_all_questions_are_submitted_together_and_share_the_loop(tiny):
+def test_all_questions_are_submitted_together_and_share_the_loop(tiny, batches):
     comparison, preset = tiny
     submitted, restore = recording(fresh(comparison))
     # The rows of every decoding step, read in the loop itself: the set's snapshots are throttled and may all fall
     # where few rows are left, which a busy machine made happen.
-    seen_rows, step = [], comparison.loop._step
-
-    def counted_step():
-        seen_rows.append(comparison.loop.rows)
-        step()
-
-    comparison.loop._step = counted_step
+    steps = batches(comparison.loop)
     try:
         list(sets.run_set(comparison, set_request(preset, tokens=16)))
     finally:
         restore()
-        del comparison.loop._step
     # TIES is pooled (merged on first use, or already held): its jobs may come after the merge-free ones.
     assert sorted(submitted) == sorted([("model1", "model2", "soup", "slerp", "ties")] * 3) or \
         sorted(submitted) == sorted([("model1", "model2", "soup", "slerp")] * 3 + [("ties",)] * 3)
-    assert max(seen_rows) > len(COLUMNS)  # more than one question's rows in the batch at once
+    assert max(len(step) for step in steps) > len(COLUMNS)  # more than one question's rows in the batch at once
 
 
 def test_a_slider_release_on_a_set_redoes_only_its_column(tiny):

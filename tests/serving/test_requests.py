@@ -63,7 +63,7 @@ def test_soup_and_ties_specs_carry_the_controls():
 def test_every_extra_density_the_slider_allows_gives_a_della_merge(method):
     """The page has no epsilon control: it follows from the density, so no density fails with an epsilon error."""
     from merging import merge_model
-    from tests.merging.test_merging_apply import LAYERS, family, sentinel
+    from tests.tiny_models import STATE_LAYERS as LAYERS, sentinel, state_family as family
 
     base, first, second = family()
     for step in range(1, 21):  # the extra-density slider: 0.05 to 1 in steps of 0.05

@@ -12,9 +12,10 @@ from serving.batched import Mix
 from serving.decoding_loop import DecodingLoop, Job
 from serving.generation import GenerationSettings, generate
 from serving.pool import PoolTooSmall, SlotPool
-from tests.models.test_bank import ARCHS, PROMPT, one_thread, tiny_bank  # noqa: F401 (one_thread: autouse)
-from tests.merging.test_merging_coefficients import SPECS
-from tests.serving.test_mixed_rows import materialised, mix_for
+from tests.merge_specs import SPECS, materialised, mix_for
+from tests.tiny_models import ARCHS, PROMPT, tiny_bank
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 # The pool
 
@@ -56,28 +57,29 @@ def test_different_specs_take_free_slices_and_the_least_recently_used_is_reused(
 
 def test_with_every_slice_read_a_request_waits_and_says_so_once():
     pool = SlotPool(["p0"], Merges())
-    waited, order = [], []
+    waited, order, waiting = [], [], threading.Event()
 
     def later():
-        with pool.holding({"ties": "B"}, on_wait=lambda: waited.append(True)):
+        with pool.holding({"ties": "B"}, on_wait=lambda: (waited.append(True), waiting.set())):
             order.append("B")
 
     with pool.holding({"ties": "A"}):
         thread = threading.Thread(target=later)
         thread.start()
-        time.sleep(0.2)
+        assert waiting.wait(timeout=60)  # the timeout only bounds a hang
         assert waited == [True] and order == []
         order.append("A done")
-    thread.join(timeout=5)
+    thread.join(timeout=60)
     assert order == ["A done", "B"] and waited == [True]
 
 
 def test_a_request_takes_all_its_slices_at_once_so_two_cannot_deadlock():
     merges = Merges(delay=0.05)
     pool = SlotPool(["p0", "p1"], merges)
-    results = []
+    results, together = [], threading.Barrier(4, timeout=60)
 
     def ask(specs):
+        together.wait()  # all four ask at once
         with pool.holding(specs) as held:
             results.append(sorted(v for v, _ in held.values()))
             time.sleep(0.05)
@@ -86,7 +88,7 @@ def test_a_request_takes_all_its_slices_at_once_so_two_cannot_deadlock():
     for t in threads:
         t.start()
     for t in threads:
-        t.join(timeout=10)
+        t.join(timeout=120)  # bounds a deadlock, which the assertion then shows
     assert results == [["p0", "p1"]] * 4
 
 
@@ -140,15 +142,19 @@ def test_a_merge_that_fails_part_way_never_serves_half_rewritten_weights(monkeyp
 
 
 class Recorder:
-    """A streamer that counts the tokens it got."""
+    """A streamer that counts the tokens it got. With ``hold``, the loop waits (in put, its own thread) from the
+    third token on until ``go`` is set: the next request is submitted while this one is still decoding."""
 
-    def __init__(self):
-        self.tokens, self.enough = [], threading.Event()
+    def __init__(self, hold: bool = False):
+        self.tokens, self.enough, self.go = [], threading.Event(), threading.Event()
+        if not hold:
+            self.go.set()
 
     def put(self, token_ids):
         self.tokens.extend(token_ids)
         if len(self.tokens) >= 3:
             self.enough.set()
+            self.go.wait(timeout=60)  # only bounds a hang
 
     def end(self, result):
         self.enough.set()
@@ -159,25 +165,29 @@ def alone(bank, variant, prompt, settings):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_requests_joining_and_leaving_a_running_batch_get_their_tokens_alone(arch):
+def test_requests_joining_and_leaving_a_running_batch_get_their_tokens_alone(arch, batches):
     bank, _ = tiny_bank(arch)
     layers = bank.template.config.num_hidden_layers
     slerp = MergeSpec.from_dict(SPECS["slerp"])
     materialised(bank, slerp, layers, into="slerp")  # the reference for the merge-free row
     mix = mix_for(bank, slerp, layers)
     loop = DecodingLoop(bank)
+    steps = batches(loop)
     long_prompt = [7, 3, 55, 21, 9, 14, 60, 2, 33, 41, 12]  # longer than the running batch: it pads the others
     asks = [  # (recipes, prompt, tokens)
         ({"model1": 1, "slerp~": mix}, PROMPT, 20),
         ({"model2": 2, "ties": bank.index("ties")}, long_prompt, 6),
         ({"slerp~": mix, "base": 0}, PROMPT[:2], 12),
     ]
-    jobs = []
+    jobs, previous = [], None
     for recipes, prompt, tokens in asks:
-        recorder = Recorder()
+        recorder = Recorder(hold=len(jobs) < len(asks) - 1)
         settings = GenerationSettings(max_new_tokens=tokens, greedy=True)
         jobs.append(loop.submit(Job(recipes, prompt, settings, {c: recorder for c in recipes})))
-        recorder.enough.wait(timeout=30)  # the next request arrives while this one decodes
+        if previous is not None:
+            previous.go.set()  # the previous request decodes on, and this one joins it
+        assert recorder.enough.wait(timeout=60)
+        previous = recorder
     for job, (recipes, prompt, tokens) in zip(jobs, asks):
         assert job.done.wait(timeout=60) and job.error is None
         settings = GenerationSettings(max_new_tokens=tokens, greedy=True)
@@ -185,6 +195,8 @@ def test_requests_joining_and_leaving_a_running_batch_get_their_tokens_alone(arc
             variant = "slerp" if column == "slerp~" else column
             assert job.results[column].token_ids == alone(bank, variant, prompt, settings), (column, prompt)
     assert loop.rows == 0
+    # Each request joined the one before it in the running batch: one forward decoded rows of both.
+    assert steps.shared(jobs[0], jobs[1]) and steps.shared(jobs[1], jobs[2])
 
 
 def test_sampled_rows_draw_as_they_do_alone():
@@ -198,16 +210,20 @@ def test_sampled_rows_draw_as_they_do_alone():
         assert second[column].token_ids == alone(bank, column, PROMPT[:3], settings)
 
 
-def test_one_requests_stop_leaves_the_others_decoding():
+def test_one_requests_stop_leaves_the_others_decoding(batches):
     bank, _ = tiny_bank("llama-tied")
     loop = DecodingLoop(bank)
+    steps = batches(loop)
     settings = GenerationSettings(max_new_tokens=40, greedy=True)
     recorder = Recorder()
     stopped = loop.submit(Job({"model1": 1, "model2": 2}, PROMPT, settings, {"model1": recorder}))
     running = loop.submit(Job({"ties": bank.index("ties")}, PROMPT[:4], settings, {}))
-    recorder.enough.wait(timeout=30)
+    assert recorder.enough.wait(timeout=60)
     stopped.stop_event.set()
-    assert stopped.done.wait(timeout=5)
+    at_stop = len(steps)
+    assert stopped.done.wait(timeout=60)  # the timeout only bounds a hang
+    # Its rows left at the next step: at most the step under way when the stop came decoded them.
+    assert sum(any(j is stopped for j in step) for step in steps[at_stop:]) <= 1
     assert {r.finish_reason for r in stopped.results.values()} == {"stopped"}
     assert running.done.wait(timeout=60)
     assert running.results["ties"].token_ids == alone(bank, "ties", PROMPT[:4], settings)
@@ -220,7 +236,7 @@ def test_a_failing_request_ends_alone_and_the_loop_keeps_serving():
     running = loop.submit(Job({"model1": 1}, PROMPT, settings, {}))
     errors = []
     bad = loop.submit(Job({"model2": 2}, [5, 10_000], settings, {}, on_error=errors.append))  # not in the vocabulary
-    assert bad.done.wait(timeout=30) and isinstance(bad.error, IndexError) and errors == [bad.error]
+    assert bad.done.wait(timeout=60) and isinstance(bad.error, IndexError) and errors == [bad.error]
     assert running.done.wait(timeout=60) and running.error is None
     assert running.results["model1"].token_ids == alone(bank, "model1", PROMPT, settings)
     after = loop.run(Job({"model2": 2}, PROMPT, settings, {}))
@@ -228,12 +244,15 @@ def test_a_failing_request_ends_alone_and_the_loop_keeps_serving():
 
 
 def test_an_idle_loop_runs_no_steps():
+    """Its thread ends once nothing is left to decode: no thread, no steps, until the next submit."""
     bank, _ = tiny_bank("gpt2")
     loop = DecodingLoop(bank)
+    threads = []
+    loop.on_step = lambda jobs: threads.append(threading.current_thread())
     loop.run(Job({"model1": 1}, PROMPT, GenerationSettings(max_new_tokens=3, greedy=True), {}))
     steps = loop.steps
-    time.sleep(0.3)
-    assert loop.steps == steps and loop.rows == 0
+    threads[0].join(timeout=60)  # only bounds a hang
+    assert not threads[0].is_alive() and loop.steps == steps == len(threads) and loop.rows == 0
 
 
 def test_mix_rows_are_built_from_coefficients_over_the_parents():
@@ -246,11 +265,11 @@ def test_a_request_stopped_while_it_waits_for_a_slice_holds_none():
     from serving.pool import StoppedWaiting
 
     pool = SlotPool(["p0"], Merges())
-    cancel, outcome = threading.Event(), []
+    cancel, outcome, waiting = threading.Event(), [], threading.Event()
 
     def later():
         try:
-            with pool.holding({"ties": "B"}, cancel=cancel):
+            with pool.holding({"ties": "B"}, on_wait=waiting.set, cancel=cancel):
                 outcome.append("held")
         except StoppedWaiting:
             outcome.append("stopped")
@@ -258,9 +277,9 @@ def test_a_request_stopped_while_it_waits_for_a_slice_holds_none():
     with pool.holding({"ties": "A"}):
         thread = threading.Thread(target=later)
         thread.start()
-        time.sleep(0.1)
+        assert waiting.wait(timeout=60)  # stopped while it waits, not before it asked
         cancel.set()
-        thread.join(timeout=5)
+        thread.join(timeout=60)  # only bounds a hang
         assert outcome == ["stopped"] and [s.readers for s in pool.slots] == [1]
     assert pool.slots[0].readers == 0 and pool.slots[0].spec == "A"
 
@@ -269,15 +288,14 @@ def comparison_and_request(root, pool: int = 4, batched: bool = True):
     """A Comparison of a tiny Llama pair (no answer cache) and the page's five-column request."""
     from dataclasses import replace
 
-    from models import model_set, presets
+    from models import model_set
     from serving.comparison import Comparison, Request
     from serving.controls import Controls
     from serving.requests import generation_settings, merge_specs
     from tests import tiny_models
 
     dirs = tiny_models.model_set_dirs(root, "llama")
-    preset = presets._build({"name": "tiny", "base": str(dirs["base"]), "model1": str(dirs["model1"]),
-                             "model2": str(dirs["model2"]), "prompt_format": "plain_qa", "device": "cpu"}, "test")
+    preset = tiny_models.preset(dirs)
     comparison = Comparison(model_set.load(preset, pool=pool), batched=batched, answer_cache=0)
     controls = Controls(question="Türkiye'nin başkenti neresidir?")
     settings = replace(generation_settings(controls, preset.generation), max_new_tokens=12, greedy=True)
@@ -295,17 +313,17 @@ def test_columns_without_a_merge_stream_while_the_ties_slice_is_merged(tmp_path)
 
     def slow_merge(variant, spec, progress=None):
         merging.set()
-        assert release.wait(30)
+        assert release.wait(60)
         return real_merge(variant, spec, progress)
 
     comparison.pool._merge = slow_merge
-    forward = comparison.loop.model.forward
+    mid_answer = threading.Event()
 
-    def slow_step(*args, **kwargs):  # steps long enough for the page to see TIES mid-answer
-        time.sleep(0.04)
-        return forward(*args, **kwargs)
+    def hold_ties(jobs):  # TIES's rows decode on once the page has seen TIES mid-answer (the loop's own thread)
+        if any("ties" in job.columns for job in jobs):
+            mid_answer.wait(timeout=60)  # only bounds a hang
 
-    comparison.loop.model.forward = slow_step
+    comparison.loop.on_step = hold_ties
     seen_during_merge, rates_seen, released_at = set(), 0, None
     for snapshot in comparison.run(request):
         ties = snapshot.columns["ties"]
@@ -313,14 +331,15 @@ def test_columns_without_a_merge_stream_while_the_ties_slice_is_merged(tmp_path)
             assert ties.pending == "merging"  # its footer says so
             seen_during_merge |= {c for c, col in snapshot.columns.items() if col.n_tokens > 0}
             if seen_during_merge >= {"model1", "model2"}:
-                time.sleep(0.5)
+                time.sleep(0.5)  # not a wait: a rate counted from the question would be at least this much longer
                 released_at = time.perf_counter()
                 release.set()
         elif ties.n_tokens and not ties.done:  # its rate counts from the end of its merge, not the question
             assert ties.seconds <= time.perf_counter() - released_at
             rates_seen += 1
+            mid_answer.set()
         last = snapshot
-    del comparison.loop.model.forward
+    comparison.loop.on_step = None
     assert rates_seen and last.columns["ties"].seconds <= time.perf_counter() - released_at
     assert {"model1", "model2", "soup", "slerp"} >= seen_during_merge >= {"model1", "model2"}
     assert last.columns["ties"].merge_ms > 0 and last.columns["ties"].report is not None
@@ -384,20 +403,20 @@ def test_a_ties_release_shows_the_cached_columns_in_its_first_update_and_the_mer
 
     def held_merge(variant, spec, progress=None):
         merging.set()
-        assert release.wait(30)
+        assert release.wait(60)
 
         def told(merged, total):
             progress(merged, total)
             counts.append((merged, total))
             if merged == 1:  # the page must see the first count before the merge goes on
-                assert progress_seen.wait(30)
+                assert progress_seen.wait(60)
         return real_merge(variant, spec, told)
 
     comparison.pool._merge = held_merge
     denser = replace(request, specs={**request.specs, "ties": MergeSpec("ties", {"weight": 0.5, "density": 0.8})})
     answers = comparison.run(denser)
     update = next(answers)
-    assert merging.wait(30) and not release.is_set()  # the first update came while the merge had not begun
+    assert merging.wait(60) and not release.is_set()  # the first update came while the merge had not begun
     for name in ("model1", "model2", "soup", "slerp"):
         column = update.columns[name]
         assert column.done and column.reused and column.text == first.columns[name].text, name
@@ -432,7 +451,7 @@ def test_the_loop_s_thread_ends_when_no_row_is_left_and_the_next_request_starts_
     assert first.done.wait(timeout=60)
     for thread in threading.enumerate():
         if thread.name == "harman-decoding-loop":
-            thread.join(timeout=30)  # it ends by itself: nothing else stops it
+            thread.join(timeout=60)  # it ends by itself: nothing else stops it
     assert "harman-decoding-loop" not in {t.name for t in threading.enumerate() if t.is_alive()}
     assert loop._thread is None
     again = loop.run(Job({"model1": 1}, PROMPT, settings, {}))
