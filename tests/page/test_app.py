@@ -222,14 +222,14 @@ def test_extra_column_runs_the_chosen_method(served):
 
 
 def test_the_extra_column_answers_as_its_merge_where_it_differs_from_both_models(served):
-    """Task arithmetic with weights 0.5 and 1 and lambda 0.8 (base -0.2, Model 1 0.4, Model 2 0.8, mergekit's
-    task_arithmetic without normalising): neither Model 1's answer nor Model 2's, but the greedy answer of plain
-    transformers with those weights summed here by hand."""
+    """Task arithmetic with weights 1 and 1 and lambda 1 (base -1, Model 1 +1, Model 2 +1: mergekit's
+    task_arithmetic, which does not normalise): neither Model 1's answer nor Model 2's, but the greedy answer of
+    plain transformers with the weights summed here by hand. (At weights 0.5 and 1 it is Model 2's answer.)"""
     from transformers import AutoModelForCausalLM
 
     client, comparison = served
     question = "Işık nedir?"
-    out = ask(client, question=question, extra_method="task_arithmetic", ties_w1=0.5, ties_w2=1.0, ties_lambda=0.8)
+    out = ask(client, question=question, extra_method="task_arithmetic", ties_w1=1.0, ties_w2=1.0, ties_lambda=1.0)
     assert out["extra"] != out["model1"] and out["extra"] != out["model2"]
     preset, tok = comparison.model_set.preset, comparison.model_set.tokenizer
     base, first, second = (AutoModelForCausalLM.from_pretrained(getattr(preset, role)).eval()
@@ -237,7 +237,7 @@ def test_the_extra_column_answers_as_its_merge_where_it_differs_from_both_models
     with torch.no_grad():
         for name, weight in base.named_parameters():
             delta1, delta2 = first.get_parameter(name) - weight, second.get_parameter(name) - weight
-            weight.add_(0.8 * (0.5 * delta1 + 1.0 * delta2))
+            weight.add_(1.0 * (1.0 * delta1 + 1.0 * delta2))
     prompt = comparison.prompt(question, DEFAULTS["max_new_tokens"])
     ids = torch.tensor([prompt.ids])
     with torch.no_grad():

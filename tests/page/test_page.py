@@ -29,7 +29,7 @@ def test_every_refusal_the_code_raises_has_words_in_both_languages():
     import re
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     code = "\n".join(p.read_text() for folder in ("models", "page", "prompts", "scoring", "merging")
                      for p in (root / folder).glob("*.py")) + (root / "app.py").read_text()
     keys = set(re.findall(r'"(err_\w+)"', code))
