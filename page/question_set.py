@@ -132,14 +132,16 @@ class QuestionSetPart:
         return {self.questions: text, self.accordion: gr.Accordion(open=True), self.from_link: not too_many,
                 self.message: say(language(request), "set_link_too_many", n=n, limit=limit) if too_many else ""}
 
-    def answer_shared(self, from_link: bool, questions: str, request: gr.Request):
-        """Answer a shared set on opening, with the link's settings (read from the link itself: the page's
-        controls may not be restored yet)."""
-        if not from_link:
-            yield gr.skip()
-            return
-        yield from self.answer_with(questions, controls_from_query(dict(request.query_params), self.ctx.defaults),
-                                    request)
+    def open_shared(self, request: gr.Request):
+        """A shared set on opening: its questions in the box and the accordion open, then the set answered with
+        the link's settings (read from the link itself: the page's controls may not be restored yet). One queued
+        event: nothing passes through the session's state from one request to another, and the answer does not
+        wait on the browser starting a second event after the first."""
+        shown = self.restore(request)
+        yield shown
+        if shown[self.from_link]:
+            yield from self.answer_with(shown[self.questions],
+                                        controls_from_query(dict(request.query_params), self.ctx.defaults), request)
 
     def stop(self, request: gr.Request) -> None:
         """This visitor's Stop: the set's rows leave the loop; the cells written so far stay."""
@@ -184,10 +186,8 @@ class QuestionSetPart:
                 ctx.controls[c.name].release(on_release, [self.answered, self.questions, *inputs], self.outputs,
                                              trigger_mode="always_last", api_visibility="private",
                                              show_progress="hidden")
-        page.load(self.restore, None, [self.questions, self.accordion, self.from_link, self.message],
-                  api_visibility="private", queue=False).then(self.answer_shared, [self.from_link, self.questions],
-                                                              self.outputs, api_visibility="private",
-                                                              show_progress="hidden")
+        page.load(self.open_shared, None, [self.questions, self.accordion, self.from_link, *self.outputs],
+                  api_visibility="private", show_progress="hidden")
         self.stop_btn.click(self.stop, None, None, api_visibility="private", queue=False)
         self.copy_btn.click(None, [self.questions, *inputs], self.link, js=copy_link_js(), api_visibility="private")
 
