@@ -2,20 +2,27 @@
 per question, a column per variant: the seed experiment's results table), with what the eye needs at a glance
 (cells that repeat another column's, the Turkish check per column, SLERP's fallback share) and downloads.
 
-``build`` makes the components in layout order; ``handlers`` makes the named handlers, which return their
-outputs by component; app.py wires them in one block. The work is serving/question_set.py's.
+``QuestionSetPart(ctx, seed_questions)`` creates its components where it is called (inside the page's Blocks, in
+layout order); its handlers take named parameters and return outputs by component; ``wire`` connects its events.
+The work is serving/question_set.py's.
 """
 
 
 import html
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
+import gradio as gr
+
+from errors import Refusal
 from page import links, views
+from page.context import PageContext, endpoint, visitor, wanted_columns
 from scoring import question_set as set_scores
+from scoring.heldout import HeldoutError, load_heldout
 from serving import controls as table
 from serving import question_set as sets
+from serving.columns import COLUMNS
+from serving.requests import generation_settings, merge_specs
 from words import language, say
 
 GRID_STYLE = ("border-collapse:collapse;width:100%;table-layout:fixed;font-size:0.9em")
@@ -24,60 +31,165 @@ MARK_STYLE = ("display:inline-block;margin-bottom:3px;padding:0 5px;border-radiu
               "color:#713f12;font-size:0.85em;font-weight:600")
 
 
-@dataclass
 class QuestionSetPart:
-    """The question set's components."""
-    accordion: object
-    questions: object
-    example: object
-    heldout: object
-    heldout_n: object
-    add_heldout: object
-    answer: object
-    stop: object
-    copy_link: object
-    link: object
-    message: object
-    grid: object
-    summary: object
-    table: object
-    files: object
-    answered: object  # this visitor's set has been answered: a slider release redoes its column in the set too
-    from_link: object  # the page was opened with a shared set
+    """The question set's components (created here, a closed accordion until used or opened by a link) and its
+    handlers."""
+
+    def __init__(self, ctx: PageContext, seed_questions: list[str]):
+        self.ctx = ctx
+        i18n, heldout = ctx.i18n, ctx.limits.heldout
+        with gr.Accordion(i18n("set_title"), open=False, elem_id="question-set") as self.accordion:
+            with gr.Row(equal_height=False):
+                self.questions = gr.Textbox("\n".join(seed_questions), lines=5, max_lines=12,
+                                            label=i18n("set_questions"), scale=5, elem_id="set-questions")
+                with gr.Column(scale=2, min_width=240):
+                    self.example = gr.Dropdown(ctx.examples, value=None, label=i18n("set_add_example"),
+                                               elem_id="set-example")
+                    with gr.Row():
+                        self.heldout = gr.Dropdown(list(heldout), value=(heldout or [None])[0],
+                                                   label=i18n("set_heldout"), scale=3, elem_id="set-heldout")
+                        self.heldout_n = gr.Number(5, precision=0, label=i18n("set_heldout_n"), scale=1,
+                                                   min_width=80, elem_id="set-heldout-n")
+                    self.add_heldout_btn = gr.Button(i18n("set_add_heldout"), size="sm", elem_id="set-add-heldout")
+            with gr.Row(equal_height=True):
+                self.answer_btn = gr.Button(i18n("set_answer"), variant="primary", scale=1, elem_id="set-answer")
+                self.stop_btn = gr.Button(i18n("stop"), variant="stop", scale=1, elem_id="set-stop")
+                self.copy_btn = gr.Button(i18n("set_copy_link"), size="sm", scale=1, elem_id="set-copy-link")
+                self.link = gr.Textbox(show_label=False, container=False, buttons=["copy"], scale=4,
+                                       elem_id="set-link")
+            self.message = gr.Markdown(elem_id="set-message")
+            self.grid = gr.HTML(elem_id="set-grid")
+            self.summary = gr.Markdown(elem_id="set-summary")
+            self.table = gr.Dataframe(interactive=False, visible=False, elem_id="set-table")  # the API's plain grid
+            self.files = gr.File(label=i18n("set_downloads"), file_count="multiple", visible=False,
+                                 elem_id="set-files")
+        self.answered = gr.State(False)  # this visitor's set has been answered: a slider release redoes its column
+        self.from_link = gr.State(False)  # the page was opened with a shared set
 
     @property
     def outputs(self) -> list:
         return [self.message, self.grid, self.summary, self.table, self.files, self.answered]
 
+    def shown(self, snap, c, lang: str, final: bool, memo: dict) -> dict:
+        """What the part shows of a snapshot of the set (the downloads and the API's table once it is done)."""
+        names = {n: views.column_name(n, self.ctx.preset, lang, c.extra_method) for n in COLUMNS}
+        done = sum(cell.done for cell in snap.cells.values())
+        if memo.get("done") != done or final:  # the Turkish check only when an answer has finished
+            memo["done"], memo["summary"] = done, summary_markdown(snap, names, lang)
+        total = len(snap.cells)
+        stopped = any(cell.finish_reason == "stopped" for cell in snap.cells.values())
+        note = say(lang, "set_stopped" if stopped else "set_cells", done=done, total=total)
+        if snap.dropped_tokens:
+            note += " " + say(lang, "dropped", n=snap.dropped_tokens)
+        out = {self.message: note, self.grid: grid_html(snap, names, lang), self.summary: memo["summary"]}
+        if final:
+            out.update({self.table: table_frame(snap, c.extra_method),
+                        self.files: gr.File(export_files(snap, c.extra_method), visible=True),
+                        self.answered: True})
+        return out
 
-def build(i18n, examples: list[str], heldout: tuple[str, ...], seed_questions: list[str]) -> QuestionSetPart:
-    """The question set's components, in layout order (a closed accordion until used or opened by a link)."""
-    import gradio as gr
+    def answer_with(self, questions: str, c, request):
+        """Answer every question of the set at the controls ``c``; stream the grid."""
+        ctx, lang = self.ctx, language(request)
+        limits = ctx.limits
+        if not ctx.loading.ready():
+            yield {self.message: say(lang, "loading")}
+        comparison = ctx.loading.get()
+        try:
+            with ctx.visitors.request(visitor(request)) as cancel:
+                lines = sets.parse_questions(questions, limits.max_set_questions)
+                asked = sets.check_questions(lines, comparison.model_set.tokenizer, limits.max_question_chars,
+                                             limits.max_question_tokens)
+                specs, settings = merge_specs(c), generation_settings(c, ctx.preset.generation)
+                memo, last = {}, None
+                for last in sets.run_set(comparison, sets.SetRequest(asked, wanted_columns(c), specs, settings),
+                                         cancel):
+                    yield self.shown(last, c, lang, False, memo)
+                yield self.shown(last, c, lang, True, memo)
+        except ValueError as err:  # a Refusal, or a value the model code refuses
+            raise ctx.refused(err, lang) from None
 
-    with gr.Accordion(i18n("set_title"), open=False, elem_id="question-set") as accordion:
-        with gr.Row(equal_height=False):
-            questions = gr.Textbox("\n".join(seed_questions), lines=5, max_lines=12, label=i18n("set_questions"),
-                                   scale=5, elem_id="set-questions")
-            with gr.Column(scale=2, min_width=240):
-                example = gr.Dropdown(examples, value=None, label=i18n("set_add_example"), elem_id="set-example")
-                with gr.Row():
-                    heldout_file = gr.Dropdown(list(heldout), value=(heldout or [None])[0],
-                                               label=i18n("set_heldout"), scale=3, elem_id="set-heldout")
-                    heldout_n = gr.Number(5, precision=0, label=i18n("set_heldout_n"), scale=1, min_width=80,
-                                          elem_id="set-heldout-n")
-                add_heldout = gr.Button(i18n("set_add_heldout"), size="sm", elem_id="set-add-heldout")
-        with gr.Row(equal_height=True):
-            answer = gr.Button(i18n("set_answer"), variant="primary", scale=1, elem_id="set-answer")
-            stop = gr.Button(i18n("stop"), variant="stop", scale=1, elem_id="set-stop")
-            copy_link = gr.Button(i18n("set_copy_link"), size="sm", scale=1, elem_id="set-copy-link")
-            link = gr.Textbox(show_label=False, container=False, buttons=["copy"], scale=4, elem_id="set-link")
-        message = gr.Markdown(elem_id="set-message")
-        grid = gr.HTML(elem_id="set-grid")
-        summary = gr.Markdown(elem_id="set-summary")
-        table = gr.Dataframe(interactive=False, visible=False, elem_id="set-table")  # the API's plain grid
-        files = gr.File(label=i18n("set_downloads"), file_count="multiple", visible=False, elem_id="set-files")
-    return QuestionSetPart(accordion, questions, example, heldout_file, heldout_n, add_heldout, answer, stop,
-                           copy_link, link, message, grid, summary, table, files, gr.State(False), gr.State(False))
+    def answer(self, questions: str, c, request: gr.Request):
+        """Answer every question of the set with Model 1, Model 2 and every merge; stream the grid."""
+        yield from self.answer_with(questions, c, request)
+
+    def on_release(self, answered: bool, questions: str, c, request: gr.Request):
+        """A slider released after a set was answered: the set again, where only that column is not cached."""
+        if not answered:
+            yield gr.skip()
+            return
+        yield from self.answer_with(questions, c, request)
+
+    def restore(self, request: gr.Request) -> dict:
+        """A shared set's questions, the accordion open; more questions than allowed: a message, not an error."""
+        limit = self.ctx.limits.max_set_questions
+        query = dict(request.query_params) if request else {}
+        text = links.questions_from_query(query)
+        if text is None:
+            return {self.from_link: False}
+        n = len([line for line in text.splitlines() if line.strip()])
+        too_many = n > limit
+        return {self.questions: text, self.accordion: gr.Accordion(open=True), self.from_link: not too_many,
+                self.message: say(language(request), "set_link_too_many", n=n, limit=limit) if too_many else ""}
+
+    def open_shared(self, request: gr.Request):
+        """A shared set on opening: its questions in the box and the accordion open, then the set answered with
+        the link's settings (read from the link itself: the page's controls may not be restored yet). One queued
+        event: nothing passes through the session's state from one request to another, and the answer does not
+        wait on the browser starting a second event after the first."""
+        shown = self.restore(request)
+        yield shown
+        if shown[self.from_link]:
+            yield from self.answer_with(shown[self.questions],
+                                        controls_from_query(dict(request.query_params), self.ctx.defaults), request)
+
+    def stop(self, request: gr.Request) -> None:
+        """This visitor's Stop: the set's rows leave the loop; the cells written so far stay."""
+        self.ctx.visitors.stop(visitor(request))
+
+    def add_example(self, example: str, questions: str) -> dict:
+        """Append the chosen example question to the set."""
+        if not example:
+            return {self.questions: gr.skip()}
+        return {self.questions: "\n".join(q for q in [(questions or "").rstrip("\n"), example] if q),
+                self.example: None}
+
+    def add_heldout(self, heldout: str, n, questions: str, request: gr.Request) -> dict:
+        """Append the first N questions of a held-out set."""
+        lang, limits = language(request), self.ctx.limits
+        try:
+            if heldout not in limits.heldout:
+                raise Refusal("err_heldout_unknown", path=heldout, choices=", ".join(limits.heldout))
+            count = int(n or 0)
+            if not 1 <= count <= limits.max_set_questions:
+                raise Refusal("err_set_many", n=count, limit=limits.max_set_questions)
+            rows = load_heldout(heldout, limit=count).rows
+        except (HeldoutError, ValueError) as err:
+            raise self.ctx.refused(err, lang) from None
+        added = [" ".join(r.question.split() + r.giris.split()) for r in rows]
+        return {self.questions: "\n".join(q for q in [(questions or "").rstrip("\n"), *added] if q)}
+
+    def wire(self, page) -> None:
+        """The list's additions, Answer (the compare_set endpoint), the page's slider releases, a shared set's
+        link on opening, Stop and the set's link."""
+        ctx = self.ctx
+        inputs = ctx.control_list(but_question=True)
+        self.example.change(self.add_example, [self.example, self.questions], [self.questions, self.example],
+                            api_visibility="private", queue=False)
+        self.add_heldout_btn.click(self.add_heldout, [self.heldout, self.heldout_n, self.questions], [self.questions],
+                                   api_visibility="private")
+        self.answer_btn.click(endpoint(self.answer, ("questions",), but_question=True), [self.questions, *inputs],
+                              self.outputs, api_name="compare_set", show_progress="hidden")
+        on_release = endpoint(self.on_release, ("answered", "questions"), but_question=True)
+        for c in table.CONTROLS:  # a set already answered: the released column is redone for every question
+            if c.group == "main":
+                ctx.controls[c.name].release(on_release, [self.answered, self.questions, *inputs], self.outputs,
+                                             trigger_mode="always_last", api_visibility="private",
+                                             show_progress="hidden")
+        page.load(self.open_shared, None, [self.questions, self.accordion, self.from_link, *self.outputs],
+                  api_visibility="private", show_progress="hidden")
+        self.stop_btn.click(self.stop, None, None, api_visibility="private", queue=False)
+        self.copy_btn.click(None, [self.questions, *inputs], self.link, js=copy_link_js(), api_visibility="private")
 
 
 def grid_html(snapshot: sets.SetSnapshot, names: dict[str, str], lang: str) -> str:
@@ -148,121 +260,6 @@ def controls_from_query(query: dict, defaults: dict):
     """The controls a shared link asks for, the page's defaults where it says nothing."""
     values = links.values_from_query(query, defaults, None)
     return table.from_values([defaults[c.name] if v is None else v for c, v in zip(table.CONTROLS, values)])
-
-
-def handlers(part: QuestionSetPart, *, loading, preset, limits, visitors, columns: tuple[str, ...], defaults: dict,
-             refused):
-    """The question set's handlers, by name. ``refused(err, lang)`` is the page's error for a refusal."""
-    import gradio as gr
-
-    from serving.requests import generation_settings, merge_specs
-
-    def shown(snap, c, lang, final: bool, memo: dict) -> dict:
-        names = {n: views.column_name(n, preset, lang, c.extra_method) for n in columns}
-        done = sum(cell.done for cell in snap.cells.values())
-        if memo.get("done") != done or final:  # the Turkish check only when an answer has finished
-            memo["done"], memo["summary"] = done, summary_markdown(snap, names, lang)
-        total = len(snap.cells)
-        stopped = any(cell.finish_reason == "stopped" for cell in snap.cells.values())
-        note = say(lang, "set_stopped" if stopped else "set_cells", done=done, total=total)
-        if snap.dropped_tokens:
-            note += " " + say(lang, "dropped", n=snap.dropped_tokens)
-        out = {part.message: note, part.grid: grid_html(snap, names, lang), part.summary: memo["summary"]}
-        if final:
-            out.update({part.table: table_frame(snap, c.extra_method),
-                        part.files: gr.File(export_files(snap, c.extra_method), visible=True),
-                        part.answered: True})
-        return out
-
-    def answer_with(questions: str, c, request):
-        lang = language(request)
-        if not loading.ready():
-            yield {part.message: say(lang, "loading")}
-        comparison = loading.get()
-        try:
-            with visitors.request(getattr(request, "session_hash", None) or "api") as cancel:
-                lines = sets.parse_questions(questions, limits.max_set_questions)
-                asked = sets.check_questions(lines, comparison.model_set.tokenizer, limits.max_question_chars,
-                                             limits.max_question_tokens)
-                specs, settings = merge_specs(c), generation_settings(c, preset.generation)
-                wanted = tuple(n for n in columns if n != "extra" or c.extra_method)
-                memo, last = {}, None
-                for last in sets.run_set(comparison, sets.SetRequest(asked, wanted, specs, settings), cancel):
-                    yield shown(last, c, lang, False, memo)
-                yield shown(last, c, lang, True, memo)
-        except ValueError as err:  # a Refusal, or a value the model code refuses
-            raise refused(err, lang) from None
-
-    def answer(questions, *args):
-        """Answer every question of the set with Model 1, Model 2 and every merge; stream the grid."""
-        *values, request = args
-        yield from answer_with(questions, table.from_values(["", *values]), request)
-
-    def on_release(answered, questions, *args):
-        """A slider released after a set was answered: the set again, where only that column is not cached."""
-        if not answered:
-            yield {part.message: gr.skip()}
-            return
-        yield from answer(questions, *args)
-
-    def restore(request: gr.Request):
-        """A shared set's questions, the accordion open; more questions than allowed: a message, not an error."""
-        query = dict(request.query_params) if request else {}
-        text = links.questions_from_query(query)
-        if text is None:
-            return {part.from_link: False}
-        n = len([line for line in text.splitlines() if line.strip()])
-        too_many = n > limits.max_set_questions
-        return {part.questions: text, part.accordion: gr.Accordion(open=True), part.from_link: not too_many,
-                part.message: say(language(request), "set_link_too_many", n=n, limit=limits.max_set_questions)
-                if too_many else ""}
-
-    def answer_shared(from_link, questions, request: gr.Request):
-        """Answer a shared set on opening, with the link's settings (read from the link itself: the page's
-        controls may not be restored yet)."""
-        if not from_link:
-            yield {part.message: gr.skip()}
-            return
-        yield from answer_with(questions, controls_from_query(dict(request.query_params), defaults), request)
-
-    def stop(request: gr.Request):
-        """This visitor's Stop: the set's rows leave the loop; the cells written so far stay."""
-        visitors.stop(getattr(request, "session_hash", None) or "api")
-
-    return {**list_handlers(part, limits, refused), "answer": answer, "on_release": on_release, "restore": restore,
-            "answer_shared": answer_shared, "stop": stop}
-
-
-def list_handlers(part: QuestionSetPart, limits, refused):
-    """The handlers that fill the list of questions: an example question, or the first N of a held-out set."""
-    import gradio as gr
-
-    from errors import Refusal
-    from scoring.heldout import HeldoutError, load_heldout
-
-    def add_example(example, questions):
-        """Append the chosen example question to the set."""
-        if not example:
-            return {part.questions: gr.skip()}
-        return {part.questions: "\n".join(q for q in [(questions or "").rstrip("\n"), example] if q),
-                part.example: None}
-
-    def add_heldout(heldout, n, questions, request: gr.Request):
-        """Append the first N questions of a held-out set."""
-        lang = language(request)
-        try:
-            if heldout not in limits.heldout:
-                raise Refusal("err_heldout_unknown", path=heldout, choices=", ".join(limits.heldout))
-            count = int(n or 0)
-            if not 1 <= count <= limits.max_set_questions:
-                raise Refusal("err_set_many", n=count, limit=limits.max_set_questions)
-            rows = load_heldout(heldout, limit=count).rows
-        except (HeldoutError, ValueError) as err:
-            raise refused(err, lang) from None
-        added = [" ".join(r.question.split() + r.giris.split()) for r in rows]
-        return {part.questions: "\n".join(q for q in [(questions or "").rstrip("\n"), *added] if q)}
-
-    return {"add_example": add_example, "add_heldout": add_heldout}
 
 
 COPY_SET_LINK_JS = """(questions, ...values) => {

@@ -1,9 +1,9 @@
 """The blind vote part of the page: a question answered by two of the page's columns at its current settings,
 shown as A and B with no names; four buttons; the reveal; the leaderboard with its win-rate heatmap.
 
-``VotePart(...)`` creates its components where it is called (inside the page's Blocks, in layout order); its
-handlers take named parameters and return outputs by component; app.py wires them in one block. The rules of a
-vote live in scoring/battles.py, the store in scoring/votes.py, the fit in scoring/leaderboard.py.
+``VotePart(ctx, battles, store)`` creates its components where it is called (inside the page's Blocks, in layout
+order); its handlers take named parameters and return outputs by component; ``wire`` connects its events. The
+rules of a vote live in scoring/battles.py, the store in scoring/votes.py, the fit in scoring/leaderboard.py.
 """
 
 from __future__ import annotations
@@ -22,11 +22,12 @@ import gradio as gr
 import pandas as pd
 
 from page import views
+from page.context import PageContext, endpoint, wanted_columns
 from scoring.battles import Side, variant_name
 from scoring.leaderboard import CHOICES, leaderboard
-from serving.columns import COLUMNS, PARENTS
+from serving.columns import PARENTS
 from serving.comparison import Request
-from serving.controls import from_values
+from serving import controls as table
 from serving.requests import RequestError, check_question, generation_settings, merge_specs
 from words import language, say
 
@@ -57,10 +58,10 @@ def model_identity(preset) -> dict:
 class VotePart:
     """The components of the vote part (created here, in layout order) and their handlers."""
 
-    def __init__(self, i18n, battles, store, loading, preset, limits, visitors, examples, refused):
-        self.battles, self.store, self.loading, self.preset = battles, store, loading, preset
-        self.limits, self.visitors, self.examples, self.refused = limits, visitors, list(examples), refused
-        self.models = model_identity(preset)
+    def __init__(self, ctx: PageContext, battles, store):
+        self.ctx, self.battles, self.store, self.preset = ctx, battles, store, ctx.preset
+        i18n = ctx.i18n
+        self.models = model_identity(ctx.preset)
         self.fitted = (None, None)  # (the store's state, its leaderboard): a burst of refreshes fits once
         with gr.Accordion(i18n("vote"), open=False, elem_id="vote") as self.accordion:
             gr.Markdown(i18n("vote_intro"))
@@ -103,19 +104,19 @@ class VotePart:
 
     def draw_example(self, question: str = "") -> dict:
         """An example question, another than the one in the box when there is a choice."""
-        others = [q for q in self.examples if q != question] or self.examples
+        examples = self.ctx.examples
+        others = [q for q in examples if q != question] or examples
         return {self.question: random.choice(others) if others else question}
 
-    def battle(self, *args):
+    def battle(self, c, request: gr.Request):
         """Two columns drawn at random answer the question at the page's settings, shown as A and B."""
-        *values, request = args
-        lang, c = language(request), from_values(values)
-        comparison = self.loading.get()
-        columns = tuple(n for n in COLUMNS if n != "extra" or c.extra_method)
+        lang, ctx = language(request), self.ctx
+        comparison = ctx.loading.get()
+        columns = wanted_columns(c)
         try:
-            with self.visitors.request(session_of(request)):
-                check_question(c.question, comparison.model_set.tokenizer, self.limits.max_question_chars,
-                               self.limits.max_question_tokens)
+            with ctx.visitors.request(session_of(request)):
+                check_question(c.question, comparison.model_set.tokenizer, ctx.limits.max_question_chars,
+                               ctx.limits.max_question_tokens)
                 if not c.question.strip():
                     raise RequestError("err_vote_no_question")
                 specs, settings = merge_specs(c), generation_settings(c, self.preset.generation)
@@ -131,7 +132,7 @@ class VotePart:
                              self.status: say(lang, "vote_writing"), self.reveal: ""}
                     yield shown
         except ValueError as err:
-            raise self.refused(err, lang) from None
+            raise self.ctx.refused(err, lang) from None
         if all(col.done and col.finish_reason != "stopped" for col in (snap.columns[a], snap.columns[b])):
             self.battles.finish(battle.id, shown[self.answer_a], shown[self.answer_b])
             yield {**shown, self.status: say(lang, "vote_ready")}  # the API's result is this last update, whole
@@ -149,7 +150,7 @@ class VotePart:
         try:
             battle = self.battles.vote(battle_id, session_of(request), choice)
         except ValueError as err:
-            raise self.refused(err, lang) from None
+            raise self.ctx.refused(err, lang) from None
         # bench.votes reads this line: the server's share of a vote's latency, rules and commit.
         log.info("vote on %s committed in %.1f ms", battle.id, 1000 * (time.perf_counter() - started))
         return {self.reveal: self.reveal_text(battle, lang), self.status: say(lang, "vote_thanks")}
@@ -219,6 +220,33 @@ class VotePart:
             old.unlink(missing_ok=True)
         out = self.store.export_csv(folder / f"votes-{time.strftime('%Y%m%d-%H%M%S')}-{random.randrange(10**6)}.csv")
         return str(out)
+
+    def wire(self, page) -> None:
+        """A battle (the compare endpoint's parameters, its own question first), the votes, the leaderboard, the
+        judging link and the votes' export."""
+        controls = self.ctx.control_list(but_question=True)
+        battle = dict(fn=endpoint(self.battle), inputs=[self.question, *controls], outputs=self.battle_outputs,
+                      show_progress="hidden")
+        # One leaderboard fit at a time (a burst of votes would otherwise run a bootstrap each on the 2 cores the
+        # next votes' acknowledgements need); votes have no limit: a vote is a commit, not a queue's worth of work.
+        board = dict(fn=self.leaderboard, inputs=None, outputs=[self.board, self.heatmap], show_progress="hidden",
+                     concurrency_limit=1, concurrency_id="vote_leaderboard")
+        self.battle_btn.click(**battle, api_name="battle")
+        page.load(**board, api_name="leaderboard")  # before the private uses, which would take its name
+        self.question.submit(**battle, api_visibility="private")
+        self.example_btn.click(self.draw_example, self.question, self.question, api_visibility="private", queue=False)
+        self.next_btn.click(self.draw_example, self.question, self.question, api_visibility="private",
+                            queue=False).then(**battle, api_visibility="private")
+        self.vote_api.click(self.vote, [self.battle_id, self.choice], [self.reveal, self.status], api_name="vote",
+                            concurrency_limit=None).then(**board, api_visibility="private")
+        for choice, button in self.buttons.items():
+            button.click(self.vote_for(choice), self.battle_id, [self.reveal, self.status], api_visibility="private",
+                         concurrency_limit=None, show_progress="hidden").success(**board, api_visibility="private")
+        page.load(self.open_if_judging, None, self.accordion, api_visibility="private", queue=False)
+        self.link_btn.click(None, inputs=self.ctx.control_list(), outputs=self.link,
+                            js=self.judging_link_js(table.LINK_KEYS), api_visibility="private")
+        self.export_api.click(self.export_path, None, self.export_file, api_name="votes_export")
+        self.export_btn.click(self.export, None, self.export_file, api_visibility="private")
 
 
 def heat(frame: pd.DataFrame, rates) -> pd.DataFrame:

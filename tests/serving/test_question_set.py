@@ -8,6 +8,7 @@ import threading
 from dataclasses import replace
 from types import SimpleNamespace
 
+import gradio as gr
 import pytest
 
 import app
@@ -184,22 +185,26 @@ def test_stop_ends_the_whole_set_and_keeps_the_cells_written(tiny):
     assert submitted and again.done
 
 
-def test_a_link_with_too_many_questions_opens_with_a_message(tiny):
-    from page import question_set as part
+def set_part(preset, limits):
+    """The page's question set part on its own (its handlers read only the context's limits and defaults)."""
+    from page.context import page_context
+    from page.question_set import QuestionSetPart
 
+    with gr.Blocks():
+        return QuestionSetPart(page_context(None, preset, limits, []), [])
+
+
+def test_a_link_with_too_many_questions_opens_with_a_message(tiny):
     comparison, preset = tiny
-    components = part.QuestionSetPart(*[object() for _ in range(17)])
-    limits = app.Limits(max_set_questions=3)
-    handlers = part.handlers(components, loading=None, preset=preset, limits=limits, visitors=None,
-                             columns=COLUMNS, defaults={}, refused=None)
+    components = set_part(preset, app.Limits(max_set_questions=3))
     request = SimpleNamespace(query_params={"set": "Bir?\nİki?\nÜç?\nDört?"},
                               headers={"accept-language": "en"})
-    shown = handlers["restore"](request)
+    shown = components.restore(request)
     assert shown[components.from_link] is False and shown[components.questions] == "Bir?\nİki?\nÜç?\nDört?"
     assert shown[components.message].startswith("⚠️ This link's set has 4 questions; this deployment answers at "
                                                  "most 3")
     request.query_params["set"] = "Bir?\n\nİki?"
-    assert handlers["restore"](request)[components.from_link] is True
+    assert components.restore(request)[components.from_link] is True
 
 
 @pytest.fixture(scope="module")
@@ -260,20 +265,18 @@ def test_on_the_default_pair_set_cells_are_the_single_question_answers():
     assert set_scores.summaries(grid)[COLUMNS.index("slerp")].fallback_share == 1.0
 
 
-def test_example_and_held_out_questions_are_added_to_the_list():
-    from page import question_set as part
-
-    components = part.QuestionSetPart(*[object() for _ in range(17)])
+def test_example_and_held_out_questions_are_added_to_the_list(tiny):
     limits = app.Limits(heldout=app.default_heldout(), max_set_questions=4)
-    fill = part.list_handlers(components, limits, refused=lambda err, lang: err)
-    added = fill["add_example"]("Işık nedir?", "Bir?\n")
+    components = set_part(tiny[1], limits)
+    added = components.add_example("Işık nedir?", "Bir?\n")
     assert added == {components.questions: "Bir?\nIşık nedir?", components.example: None}
     request = SimpleNamespace(headers={"accept-language": "en"})
     qa = limits.heldout[0]
-    shown = fill["add_heldout"](qa, 2, "Bir?", request)[components.questions].splitlines()
+    shown = components.add_heldout(qa, 2, "Bir?", request)[components.questions].splitlines()
     from scoring.heldout import load_heldout
 
     assert shown == ["Bir?", *(r.question for r in load_heldout(qa, limit=2).rows)]
-    with pytest.raises(Refusal) as err:
-        fill["add_heldout"](qa, 5, "", request)
-    assert str(err.value).startswith("question set: 5 questions is over this deployment's limit of 4")
+    with pytest.raises(gr.Error) as err:
+        components.add_heldout(qa, 5, "", request)
+    assert err.value.message.startswith("Request refused: question set: 5 questions is over this deployment's "
+                                        "limit of 4")
