@@ -155,6 +155,10 @@ class VotePart:
         log.info("vote on %s committed in %.1f ms", battle.id, 1000 * (time.perf_counter() - started))
         return {self.reveal: self.reveal_text(battle, lang), self.status: say(lang, "vote_thanks")}
 
+    def votable(self, on: bool) -> dict:
+        """The four vote buttons, on or off."""
+        return {button: gr.Button(interactive=on) for button in self.buttons.values()}
+
     def vote_for(self, choice: str):
         """A button's handler: this choice on the battle shown."""
         def cast(battle_id: str, request: gr.Request) -> dict:
@@ -231,17 +235,26 @@ class VotePart:
         # next votes' acknowledgements need); votes have no limit: a vote is a commit, not a queue's worth of work.
         board = dict(fn=self.leaderboard, inputs=None, outputs=[self.board, self.heatmap], show_progress="hidden",
                      concurrency_limit=1, concurrency_id="vote_leaderboard")
-        self.battle_btn.click(**battle, api_name="battle")
+        # The vote buttons wait for both answers: off before a battle starts, on again when it has ended (the
+        # rule is the server's, Battles.vote; this only spares the visitor a refusal).
+        votable = dict(outputs=list(self.buttons.values()), api_visibility="private", queue=False,
+                       show_progress="hidden")
+        self.battle_btn.click(lambda: self.votable(False), None, **votable).then(**battle, api_name="battle").then(
+            lambda: self.votable(True), None, **votable)
         page.load(**board, api_name="leaderboard")  # before the private uses, which would take its name
-        self.question.submit(**battle, api_visibility="private")
+        self.question.submit(lambda: self.votable(False), None, **votable).then(
+            **battle, api_visibility="private").then(lambda: self.votable(True), None, **votable)
         self.example_btn.click(self.draw_example, self.question, self.question, api_visibility="private", queue=False)
         self.next_btn.click(self.draw_example, self.question, self.question, api_visibility="private",
-                            queue=False).then(**battle, api_visibility="private")
+                            queue=False).then(lambda: self.votable(False), None, **votable).then(
+            **battle, api_visibility="private").then(lambda: self.votable(True), None, **votable)
+        # A vote is one commit: outside Gradio's queue (one POST answered after the commit, no queue event and
+        # event stream), so a burst of colleagues' votes is acknowledged at once (docs/benchmarks.md).
         self.vote_api.click(self.vote, [self.battle_id, self.choice], [self.reveal, self.status], api_name="vote",
-                            concurrency_limit=None).then(**board, api_visibility="private")
+                            queue=False).then(**board, api_visibility="private")
         for choice, button in self.buttons.items():
             button.click(self.vote_for(choice), self.battle_id, [self.reveal, self.status], api_visibility="private",
-                         concurrency_limit=None, show_progress="hidden").success(**board, api_visibility="private")
+                         queue=False, show_progress="hidden").success(**board, api_visibility="private")
         page.load(self.open_if_judging, None, self.accordion, api_visibility="private", queue=False)
         self.link_btn.click(None, inputs=self.ctx.control_list(), outputs=self.link,
                             js=self.judging_link_js(table.LINK_KEYS), api_visibility="private")

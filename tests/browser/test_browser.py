@@ -202,8 +202,14 @@ def test_a_blind_vote_in_each_language_reveals_the_names_and_fills_the_leaderboa
     page.locator("#vote_question textarea").wait_for()
     page.locator("#vote_example").click()  # an example question in one click
     wait_until(lambda: page.locator("#vote_question textarea").input_value().strip(), 30, "the example question")
+    # The vote buttons are off while the answers are written: seen by an observer set before the battle starts.
+    page.evaluate("""() => { window.voteWasOff = false;
+        new MutationObserver(() => { if (document.querySelector('#vote_A')?.disabled) window.voteWasOff = true; })
+            .observe(document.body, {subtree: true, attributes: true, attributeFilter: ['disabled']}); }""")
     page.locator("#vote_battle").click()
     wait_until(lambda: ready in page.locator("#vote_status").inner_text(), 300, "both answers of the battle")
+    assert page.evaluate("window.voteWasOff")
+    wait_until(lambda: page.locator("#vote_A").is_enabled(), 30, "the vote buttons on again")
     a = page.locator("#vote_answer_a textarea").input_value()
     b = page.locator("#vote_answer_b textarea").input_value()
     assert a and b
