@@ -270,7 +270,9 @@ class Comparison:
         started = time.perf_counter()
         finished: list[threading.Event] = []  # set when each part has let go of what it reads
         if self.loop is not None:
-            finished.append(self._later(deferred, prompt_ids, settings, streamers, stop_event, events))
+            finished.append(self.later(deferred, lambda held: [self.loop.submit(Job(
+                held, prompt_ids, settings, {c: streamers[c] for c in deferred}, stop_event, tokenizer,
+                on_error=lambda err: events.put((None, "failed", err))))], stop_event, events, progress=True))
             if recipes:
                 job = self.loop.submit(Job(recipes, prompt_ids, settings, {c: streamers[c] for c in recipes},
                                            stop_event, tokenizer,
@@ -357,29 +359,26 @@ class Comparison:
             open_columns.discard(variant)
         return ""
 
-    def _later(self, deferred: Mapping[str, Hashable], prompt_ids: list[int], settings: GenerationSettings,
-               streamers: Mapping[str, QueueStreamer], stop_event: threading.Event, events: queue.Queue
-               ) -> threading.Event:
-        """Merge (or wait for) the deferred columns' pool slices in a thread, then decode their rows in the loop,
-        holding the slices until those rows are done; the event is set when it has let go of them."""
+    def later(self, deferred: Mapping[str, Hashable], submit: Callable[[dict], list[Job]],
+              stop_event: threading.Event, events: queue.Queue, progress: bool = False) -> threading.Event:
+        """Merge (or wait for) the deferred columns' pool slices in a thread, then ``submit`` their rows to the
+        loop (given the held recipes, it returns the jobs), holding the slices until those jobs are done; the
+        event is set when it has let go of them. ``progress``: the merge's tensors counted into ``events``."""
         done = threading.Event()
         if not deferred:
             done.set()
             return done
-        tokenizer = self.model_set.tokenizer
+        counted = (lambda spec, n, total: events.put((None, "progress", spec, n, total))) if progress else None
 
         def work():
             try:
                 with self.holding(deferred, on_wait=lambda: events.put((None, "waiting")), cancel=stop_event,
-                                  on_progress=lambda spec, done, total: events.put((None, "progress", spec, done,
-                                                                                    total))) as held:
+                                  on_progress=counted) as held:
                     events.put((None, "held", held))
                     if stop_event.is_set():
                         return
-                    job = self.loop.submit(Job({c: held.recipes[c] for c in deferred}, prompt_ids, settings,
-                                               {c: streamers[c] for c in deferred}, stop_event, tokenizer,
-                                               on_error=lambda err: events.put((None, "failed", err))))
-                    job.done.wait()
+                    for job in submit({c: held.recipes[c] for c in deferred}):
+                        job.done.wait()
             except StoppedWaiting:  # stopped before a slice was free: nothing held, nothing to say
                 pass
             except BaseException as err:  # a merge that failed: surfaced to the request, never lost here

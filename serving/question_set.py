@@ -22,7 +22,6 @@ from models.model_set import PARENTS
 from serving.comparison import WAITING_NOTE, Column, Comparison
 from serving.decoding_loop import Job
 from serving.generation import GenerationSettings, QueueStreamer
-from serving.pool import StoppedWaiting
 from serving.requests import RequestError, check_question
 
 MAX_SET_QUESTIONS = 10  # the owner's default (--max-set-questions, HARMAN_MAX_SET_QUESTIONS)
@@ -214,7 +213,8 @@ def _stream(comparison, snapshot, pending, recipes, deferred, prompts, settings,
         for cell in pending:
             if cell[1] in deferred:
                 snapshot.cells[cell].pending = "merging"
-        finished.append(_later(comparison, pending, deferred, prompts, settings, streamers, stop_event, events))
+        finished.append(comparison.later(deferred, lambda held: _submit(
+            comparison, pending, held, prompts, settings, streamers, stop_event, events), stop_event, events))
     open_cells, last, unshown = set(pending), 0.0, True
     try:
         while open_cells:
@@ -256,33 +256,6 @@ def _stream(comparison, snapshot, pending, recipes, deferred, prompts, settings,
         deadline = time.monotonic() + 30
         for event in finished:
             event.wait(timeout=max(0.0, deadline - time.monotonic()))
-
-
-def _later(comparison, pending, deferred, prompts, settings, streamers, stop_event, events) -> threading.Event:
-    """Merge (or wait for) the deferred columns' pool slices in a thread, then decode their cells in the loop,
-    holding the slices until those rows are done; the event is set once it has let go of them."""
-    done = threading.Event()
-
-    def work():
-        try:
-            with comparison.holding(deferred, on_wait=lambda: events.put((None, "waiting")),
-                                    cancel=stop_event) as held:
-                events.put((None, "held", held))
-                if stop_event.is_set():
-                    return
-                jobs = _submit(comparison, pending, {c: held.recipes[c] for c in deferred}, prompts, settings,
-                               streamers, stop_event, events)
-                for job in jobs:
-                    job.done.wait()
-        except StoppedWaiting:
-            pass
-        except BaseException as err:  # a merge that failed: surfaced to the request, never lost here
-            events.put((None, "failed", err))
-        finally:
-            done.set()
-
-    threading.Thread(target=work, name="harman-set-deferred", daemon=True).start()
-    return done
 
 
 def _one_by_one(comparison: Comparison, request: SetRequest, stop_event: threading.Event) -> Iterator[SetSnapshot]:
