@@ -70,8 +70,8 @@ def build_page(comparison, examples: list[str], limits: Limits = Limits(), prese
     votes = votes or VoteStore(":memory:")
     with gr.Blocks(title="harman") as page:  # the parts in layout order, then their events
         compare = ComparePart(ctx)
+        gr.Markdown(ctx.i18n("intro"))  # how the compare part above works, right below it
         question_set = QuestionSetPart(ctx, examples_module.seed_questions())
-        gr.Markdown(ctx.i18n("intro"))
         controls.build_settings(ctx)
         with gr.Accordion(ctx.i18n("keep"), open=False, elem_id="keep"):
             measure = MeasurePart(ctx)
