@@ -97,23 +97,36 @@ def battle_values(question: str, new_tokens: int) -> list:
             True, 0]
 
 
-def session(i: int, url: str, rounds: int, new_tokens: int, barrier, results) -> None:
-    """One page session in a process of its own (as a visitor's browser is): its battles and votes."""
-    from gradio_client import Client
+class ClientSession:
+    """A gradio_client of its own, called as HttpSession is: ``call(name, *data)``."""
 
+    def __init__(self, url: str):
+        from gradio_client import Client
+
+        self.client = Client(url, verbose=False)
+
+    def call(self, api_name: str, *data):
+        return self.client.predict(*data, api_name=f"/{api_name}")
+
+    def close(self):
+        self.client.close()
+
+
+def rounds_of(i: int, client, rounds: int, new_tokens: int, barrier, results) -> None:
+    """One page session's battles and votes through ``client``: each round a battle, then a vote at the same
+    moment as every other session (the barrier), then a second vote on the same battle, which must be refused."""
     from prompts import examples
 
-    questions = examples.questions()
-    client, rng, out = Client(url, verbose=False), random.Random(i), {"acked": [], "acks": [], "refusals": [],
-                                                                       "errors": []}
+    questions, rng = examples.questions(), random.Random(i)
+    out = {"acked": [], "acks": [], "refusals": [], "errors": []}
     try:
         for r in range(rounds):
-            battle_id = client.predict(*battle_values(questions[(i + 7 * r) % len(questions)], new_tokens),
-                                       api_name="/battle")[0]
+            battle_id = client.call("battle", *battle_values(questions[(i + 7 * r) % len(questions)],
+                                                             new_tokens))[0]
             barrier.wait(timeout=600)  # every session votes at the same moment
             started = time.perf_counter()
             try:
-                client.predict(battle_id, rng.choice(["A", "B", "tie", "both_bad"]), api_name="/vote")
+                client.call("vote", battle_id, rng.choice(["A", "B", "tie", "both_bad"]))
             except Exception as err:  # counted, not acknowledged
                 out["errors"].append(str(err))
                 continue
@@ -121,7 +134,7 @@ def session(i: int, url: str, rounds: int, new_tokens: int, barrier, results) ->
             out["acked"].append(battle_id)
             started = time.perf_counter()
             try:
-                client.predict(battle_id, "A", api_name="/vote")
+                client.call("vote", battle_id, "A")
                 out["errors"].append(f"a second vote on {battle_id} was accepted")
             except Exception:
                 out["refusals"].append(time.perf_counter() - started)
@@ -129,7 +142,13 @@ def session(i: int, url: str, rounds: int, new_tokens: int, barrier, results) ->
         out["errors"].append(f"session {i}: {err}")
         barrier.abort()
     finally:
+        client.close()
         results.put(out)
+
+
+def session(i: int, url: str, rounds: int, new_tokens: int, barrier, results) -> None:
+    """One page session in a process of its own (as a visitor's browser is), with its own gradio_client."""
+    rounds_of(i, ClientSession(url), rounds, new_tokens, barrier, results)
 
 
 class HttpSession:
@@ -180,36 +199,8 @@ def queued_endpoints(url: str) -> dict[str, bool]:
 
 def http_session(i: int, url: str, rounds: int, new_tokens: int, barrier, results, queued: dict) -> None:
     """``session`` over HttpSession, in a thread."""
-    from prompts import examples
-
-    questions, rng = examples.questions(), random.Random(i)
-    client = HttpSession(url, f"bench{i}-{random.randrange(10**9)}", queued)
-    out = {"acked": [], "acks": [], "refusals": [], "errors": []}
-    try:
-        for r in range(rounds):
-            battle_id = client.call("battle", *battle_values(questions[(i + 7 * r) % len(questions)],
-                                                             new_tokens))[0]
-            barrier.wait(timeout=600)
-            started = time.perf_counter()
-            try:
-                client.call("vote", battle_id, rng.choice(["A", "B", "tie", "both_bad"]))
-            except Exception as err:  # counted, not acknowledged
-                out["errors"].append(str(err))
-                continue
-            out["acks"].append(time.perf_counter() - started)
-            out["acked"].append(battle_id)
-            started = time.perf_counter()
-            try:
-                client.call("vote", battle_id, "A")
-                out["errors"].append(f"a second vote on {battle_id} was accepted")
-            except RuntimeError:
-                out["refusals"].append(time.perf_counter() - started)
-    except Exception as err:
-        out["errors"].append(f"session {i}: {err}")
-        barrier.abort()
-    finally:
-        client.close()
-        results.put(out)
+    rounds_of(i, HttpSession(url, f"bench{i}-{random.randrange(10**9)}", queued), rounds, new_tokens, barrier,
+              results)
 
 
 def play_http(server, sessions: int, rounds: int, new_tokens: int) -> dict:
@@ -223,14 +214,7 @@ def play_http(server, sessions: int, rounds: int, new_tokens: int) -> dict:
     queued = queued_endpoints(url)
     threads = [threading.Thread(target=http_session, args=(i, url, rounds, new_tokens, barrier, results, queued))
                for i in range(sessions)]
-    started = time.perf_counter()
-    for t in threads:
-        t.start()
-    outs = [results.get(timeout=1800) for _ in threads]
-    for t in threads:
-        t.join()
-    merged = {k: [x for o in outs for x in o[k]] for k in ("acked", "acks", "refusals", "errors")}
-    return {**merged, "wall_s": time.perf_counter() - started}
+    return gathered(threads, results)
 
 
 def play(server, sessions: int, rounds: int, new_tokens: int) -> dict:
@@ -244,12 +228,18 @@ def play(server, sessions: int, rounds: int, new_tokens: int) -> dict:
     url = f"http://127.0.0.1:{server.port}/"
     procs = [ctx.Process(target=session, args=(i, url, rounds, new_tokens, barrier, results))
              for i in range(sessions)]
+    return gathered(procs, results)
+
+
+def gathered(sessions: list, results) -> dict:
+    """Start the sessions (threads or processes), collect each one's results, and merge them: the acknowledged
+    battle ids, the latencies, the errors, and the wall time of them all."""
     started = time.perf_counter()
-    for p in procs:
-        p.start()
-    outs = [results.get(timeout=1800) for _ in procs]
-    for p in procs:
-        p.join()
+    for s in sessions:
+        s.start()
+    outs = [results.get(timeout=1800) for _ in sessions]
+    for s in sessions:
+        s.join()
     merged = {k: [x for o in outs for x in o[k]] for k in ("acked", "acks", "refusals", "errors")}
     return {**merged, "wall_s": time.perf_counter() - started}
 
