@@ -88,8 +88,9 @@ class QuestionSetPart:
                         self.answered: True})
         return out
 
-    def answer_with(self, questions: str, c, request):
-        """Answer every question of the set at the controls ``c``; stream the grid."""
+    def answer(self, questions: str, c, request: gr.Request):
+        """Answer every question of the set with Model 1, Model 2 and every merge at the controls ``c``; stream
+        the grid."""
         ctx, lang = self.ctx, language(request)
         limits = ctx.limits
         if not ctx.loading.ready():
@@ -109,16 +110,12 @@ class QuestionSetPart:
         except ValueError as err:  # a Refusal, or a value the model code refuses
             raise ctx.refused(err, lang) from None
 
-    def answer(self, questions: str, c, request: gr.Request):
-        """Answer every question of the set with Model 1, Model 2 and every merge; stream the grid."""
-        yield from self.answer_with(questions, c, request)
-
     def on_release(self, answered: bool, questions: str, c, request: gr.Request):
         """A slider released after a set was answered: the set again, where only that column is not cached."""
         if not answered:
             yield gr.skip()
             return
-        yield from self.answer_with(questions, c, request)
+        yield from self.answer(questions, c, request)
 
     def restore(self, request: gr.Request) -> dict:
         """A shared set's questions, the accordion open; more questions than allowed: a message, not an error."""
@@ -140,7 +137,7 @@ class QuestionSetPart:
         shown = self.restore(request)
         yield shown
         if shown[self.from_link]:
-            yield from self.answer_with(shown[self.questions],
+            yield from self.answer(shown[self.questions],
                                         controls_from_query(dict(request.query_params), self.ctx.defaults), request)
 
     def stop(self, request: gr.Request) -> None:

@@ -242,15 +242,15 @@ class VotePart:
         # rule is the server's, Battles.vote; this only spares the visitor a refusal).
         votable = dict(outputs=list(self.buttons.values()), api_visibility="private", queue=False,
                        show_progress="hidden")
-        self.battle_btn.click(lambda: self.votable(False), None, **votable).then(**battle, api_name="battle").then(
-            lambda: self.votable(True), None, **votable)
         page.load(**board, api_name="leaderboard")  # before the private uses, which would take its name
-        self.question.submit(lambda: self.votable(False), None, **votable).then(
-            **battle, api_visibility="private").then(lambda: self.votable(True), None, **votable)
         self.example_btn.click(self.draw_example, self.question, self.question, api_visibility="private", queue=False)
-        self.next_btn.click(self.draw_example, self.question, self.question, api_visibility="private",
-                            queue=False).then(lambda: self.votable(False), None, **votable).then(
-            **battle, api_visibility="private").then(lambda: self.votable(True), None, **votable)
+        drawn = self.next_btn.click(self.draw_example, self.question, self.question, api_visibility="private",
+                                    queue=False).then
+        private = {"api_visibility": "private"}
+        for start, api in ((self.battle_btn.click, {"api_name": "battle"}), (self.question.submit, private),
+                           (drawn, private)):
+            start(lambda: self.votable(False), None, **votable).then(**battle, **api).then(
+                lambda: self.votable(True), None, **votable)
         # A vote is one commit: outside Gradio's queue (one POST answered after the commit, no queue event and
         # event stream), so a burst of colleagues' votes is acknowledged at once (docs/benchmarks.md).
         self.vote_api.click(self.vote, [self.battle_id, self.choice], [self.reveal, self.status], api_name="vote",
